@@ -1,0 +1,136 @@
+"""factlab command line: list | run | report.
+
+Bad input (unknown experiment or key, ill-typed or impossible values, unreadable files) prints
+one line to stderr and exits with code 2; no traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+from typing import Sequence
+
+EXIT_BAD_INPUT = 2
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line, exit 2 (argparse prints usage too)
+        sys.stderr.write(f"factlab: error: {message}\n")
+        sys.exit(EXIT_BAD_INPUT)
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="factlab", description="A laboratory for how transformers store, "
+                     "extract and recall facts.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    sub.add_parser("list", help="every experiment with its claim")
+    run = sub.add_parser("run", help="run one experiment: factlab run NAME [key=value ...]")
+    run.add_argument("name")
+    run.add_argument("overrides", nargs="*", help="dotted overrides, e.g. train.lr=0.01 seed=3")
+    run.add_argument("--out", help="run directory (default runs/NAME/RUN_ID)")
+    run.add_argument("--config", help="JSON or YAML file of overrides (applied before key=value)")
+    run.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    report = sub.add_parser("report", help="redraw the figures of a run directory")
+    report.add_argument("run_dir")
+    show = sub.add_parser("show", help="print the default config of an experiment as JSON")
+    show.add_argument("name")
+    show.add_argument("overrides", nargs="*")
+    return parser
+
+
+def _cmd_list() -> int:
+    from factlab.experiments import all_experiments
+
+    for exp in all_experiments():
+        print(f"{exp.name:24s} {exp.claim}")
+    return 0
+
+
+def _resolve(name: str, overrides: Sequence[str], config_file: str | None):
+    from factlab.config import load_config_file, parse_override_args
+    from factlab.experiments import get_experiment
+
+    exp = get_experiment(name)
+    values = load_config_file(config_file) if config_file else {}
+    values.update(parse_override_args(list(overrides)))
+    return exp, exp.make_config(values)
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from factlab.experiments.base import run_experiment
+
+    exp, cfg = _resolve(args.name, args.overrides, args.config)
+    summary = run_experiment(exp, cfg, out=args.out,
+                             show_progress=False if args.no_progress else None)
+    out = args.out or f"runs/{exp.name}/{summary['run_id']}"
+    print(f"run directory: {out}  ({summary['wall_time_s']:.1f} s)")
+    print(f"claim:    {summary['claim']}")
+    print(f"verdict:  {'HOLDS' if summary['holds'] else 'DOES NOT HOLD'}")
+    print(f"evidence: {summary['evidence']}")
+    return 0
+
+
+def _cmd_show(args: argparse.Namespace) -> int:
+    import json
+
+    from factlab.config import to_dict
+
+    _, cfg = _resolve(args.name, args.overrides, None)
+    print(json.dumps(to_dict(cfg), indent=2))
+    return 0
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    import json
+
+    from factlab.config import ConfigError
+    from factlab.experiments import get_experiment
+
+    run_dir = Path(args.run_dir)
+    config_path = run_dir / "config.json"
+    if not config_path.is_file():
+        raise ConfigError(f"report: {str(run_dir)!r} is not a run directory (no config.json)")
+    try:
+        name = json.loads(config_path.read_text())["experiment"]
+    except (json.JSONDecodeError, KeyError):
+        raise ConfigError(f"report: {config_path} is malformed") from None
+    for path in get_experiment(name).figures(run_dir):
+        print(path)
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the `factlab` console script."""
+    os.environ.setdefault("PYTHONHASHSEED", "0")
+    parser = _build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra and (args.command not in ("run", "show") or any(e.startswith("-") for e in extra)):
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    if extra:  # overrides given after an option, e.g. `run NAME --out DIR d=32`
+        args.overrides = [*args.overrides, *extra]
+    from factlab.config import ConfigError
+    from factlab.train import DivergenceError
+
+    try:
+        if args.command == "list":
+            return _cmd_list()
+        if args.command == "run":
+            return _cmd_run(args)
+        if args.command == "show":
+            return _cmd_show(args)
+        return _cmd_report(args)
+    except ConfigError as err:
+        sys.stderr.write(f"factlab: error: {err}\n")
+        return EXIT_BAD_INPUT
+    except DivergenceError as err:
+        sys.stderr.write(f"factlab: {err}\n")
+        return 1
+    except KeyboardInterrupt:
+        sys.stderr.write("factlab: interrupted\n")
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

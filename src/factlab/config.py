@@ -1,0 +1,245 @@
+"""Typed dataclass configs with dotted overrides and one-line validation errors.
+
+A config is a (possibly nested) dataclass. Values arrive as strings from the command line
+(``model.d=32``), as JSON/YAML from a file, or as Python values; `apply_overrides` parses each
+against the field's annotated type and `validate` runs every ``check()`` method in the tree.
+Anything wrong raises `ConfigError` whose message is one line naming the key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import types
+import typing
+from pathlib import Path
+from typing import Any, Literal, Union, get_args, get_origin
+
+
+class ConfigError(ValueError):
+    """A bad configuration value or key. Its message is a single readable line."""
+
+
+def require(condition: bool, key: str, message: str) -> None:
+    """Raise `ConfigError` for `key` unless `condition` holds."""
+    if not condition:
+        raise ConfigError(f"{key}: {message}")
+
+
+@dataclasses.dataclass
+class ExperimentConfig:
+    """Fields every experiment config has: the seed, the device and the scale preset."""
+
+    seed: int = 0
+    device: str = "cpu"  # "cpu", "cuda", "cuda:1" or "auto"
+    scale: Literal["quick", "paper"] = "quick"
+
+    def check(self) -> None:
+        require(self.seed >= 0, "seed", f"must be >= 0, got {self.seed}")
+        require(
+            self.device == "auto" or self.device.split(":")[0] in ("cpu", "cuda", "mps"),
+            "device", f"must be one of auto, cpu, cuda, cuda:N, mps; got {self.device!r}",
+        )
+
+
+def _field_types(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _type_name(tp: Any) -> str:
+    origin = get_origin(tp)
+    if origin is Literal:
+        return "one of " + ", ".join(repr(a) for a in get_args(tp))
+    if origin in (Union, types.UnionType):
+        return " or ".join(_type_name(a) for a in get_args(tp))
+    if origin is tuple:
+        return f"a comma list of {_type_name(get_args(tp)[0])}"
+    return getattr(tp, "__name__", str(tp))
+
+
+def _parse_scalar(raw: Any, tp: Any, key: str) -> Any:
+    """Convert `raw` (a string or a JSON value) into the annotated type `tp`."""
+    origin = get_origin(tp)
+    bad = ConfigError(f"{key}: expected {_type_name(tp)}, got {raw!r}")
+    if tp is type(None):
+        if raw is None or (isinstance(raw, str) and raw.lower() in ("none", "null")):
+            return None
+        raise bad
+    if origin in (Union, types.UnionType):
+        for arg in get_args(tp):
+            try:
+                return _parse_scalar(raw, arg, key)
+            except ConfigError:
+                continue
+        raise bad
+    if origin is Literal:
+        for option in get_args(tp):
+            if raw == option or (isinstance(raw, str) and str(option) == raw):
+                return option
+        raise bad
+    if origin is tuple:
+        if isinstance(raw, str):
+            text = raw.strip().strip("[]()")
+            items: list[Any] = [t.strip() for t in text.split(",") if t.strip()]
+        elif isinstance(raw, (list, tuple)):
+            items = list(raw)
+        else:
+            items = [raw]
+        return tuple(_parse_scalar(item, get_args(tp)[0], key) for item in items)
+    if tp is bool:
+        if isinstance(raw, bool):
+            return raw
+        if isinstance(raw, str) and raw.lower() in ("true", "1", "yes", "on"):
+            return True
+        if isinstance(raw, str) and raw.lower() in ("false", "0", "no", "off"):
+            return False
+        raise bad
+    if tp is int:
+        if isinstance(raw, bool):
+            raise bad
+        if isinstance(raw, int):
+            return raw
+        if isinstance(raw, float) and raw.is_integer():
+            return int(raw)
+        if isinstance(raw, str):
+            try:
+                value = float(raw) if any(c in raw for c in ".eE") else int(raw)
+            except ValueError:
+                raise bad from None
+            if isinstance(value, float) and not value.is_integer():
+                raise bad
+            return int(value)
+        raise bad
+    if tp is float:
+        if isinstance(raw, bool):
+            raise bad
+        try:
+            return float(raw)
+        except (TypeError, ValueError):
+            raise bad from None
+    if tp is str:
+        if isinstance(raw, (dict, list)):
+            raise bad
+        return str(raw)
+    raise ConfigError(f"{key}: unsupported field type {tp}")
+
+
+def _allowed_keys(cfg: Any, prefix: str = "") -> list[str]:
+    keys = []
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        if dataclasses.is_dataclass(value):
+            keys += _allowed_keys(value, f"{prefix}{f.name}.")
+        else:
+            keys.append(prefix + f.name)
+    return keys
+
+
+def set_value(cfg: Any, dotted: str, raw: Any) -> Any:
+    """Return a copy of `cfg` with the dotted key set to `raw`, parsed to the field's type."""
+    head, _, rest = dotted.partition(".")
+    names = {f.name for f in dataclasses.fields(cfg)}
+    if head not in names:
+        raise ConfigError(
+            f"unknown key {dotted!r}; allowed keys: {', '.join(_allowed_keys(cfg))}"
+        )
+    current = getattr(cfg, head)
+    if dataclasses.is_dataclass(current):
+        if not rest:
+            if not isinstance(raw, dict):
+                raise ConfigError(f"{head}: is a section; set its keys, e.g. {head}.<key>=...")
+            for sub_key, sub_raw in raw.items():
+                current = _set_in(current, sub_key, sub_raw, f"{head}.")
+            return dataclasses.replace(cfg, **{head: current})
+        return dataclasses.replace(cfg, **{head: _set_in(current, rest, raw, f"{head}.")})
+    if rest:
+        raise ConfigError(f"unknown key {dotted!r}: {head!r} is not a section")
+    value = _parse_scalar(raw, _field_types(type(cfg))[head], head)
+    return dataclasses.replace(cfg, **{head: value})
+
+
+def _set_in(section: Any, key: str, raw: Any, prefix: str) -> Any:
+    try:
+        return set_value(section, key, raw)
+    except ConfigError as err:
+        message = str(err)
+        if message.startswith("unknown key"):
+            allowed = ", ".join(prefix + k for k in _allowed_keys(section))
+            raise ConfigError(
+                f"unknown key {prefix + key!r}; allowed keys: {allowed}"
+            ) from None
+        raise ConfigError(prefix + message) from None
+
+
+def apply_overrides(cfg: Any, overrides: dict[str, Any]) -> Any:
+    """Apply {dotted_key: value} overrides in order and validate the result."""
+    for key, raw in overrides.items():
+        cfg = set_value(cfg, key, raw)
+    validate(cfg)
+    return cfg
+
+
+def validate(cfg: Any, prefix: str = "") -> None:
+    """Run `check()` on every dataclass in the tree, prefixing errors with the section path."""
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        if dataclasses.is_dataclass(value):
+            validate(value, f"{prefix}{f.name}.")
+    check = getattr(cfg, "check", None)
+    if check is not None:
+        try:
+            check()
+        except ConfigError as err:
+            raise ConfigError(prefix + str(err)) from None
+
+
+def to_dict(cfg: Any) -> dict[str, Any]:
+    """The config as plain JSON-able data (tuples become lists)."""
+    return json.loads(json.dumps(dataclasses.asdict(cfg)))
+
+
+def flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """{"a": {"b": 1}} -> {"a.b": 1}; lists are kept as values."""
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        if isinstance(value, dict):
+            out.update(flatten(value, f"{prefix}{key}."))
+        else:
+            out[prefix + key] = value
+    return out
+
+
+def parse_override_args(args: list[str]) -> dict[str, str]:
+    """Turn ["a.b=1", "c=x"] into {"a.b": "1", "c": "x"}; refuse anything without '='."""
+    out: dict[str, str] = {}
+    for arg in args:
+        key, sep, value = arg.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"bad override {arg!r}: expected key=value, e.g. train.lr=0.01")
+        out[key.strip()] = value.strip()
+    return out
+
+
+def load_config_file(path: str | Path) -> dict[str, Any]:
+    """Read a JSON or YAML file of (possibly nested) overrides; one-line errors on failure."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"--config: no such file {str(path)!r}")
+    text = path.read_text()
+    try:
+        if path.suffix.lower() in (".yaml", ".yml"):
+            import yaml
+
+            data = yaml.safe_load(text)
+        else:
+            data = json.loads(text)
+    except Exception as err:  # noqa: BLE001 - any parse failure is a config error
+        first = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise ConfigError(f"--config: cannot parse {path.name}: {first}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"--config: {path.name} must hold a mapping of keys to values")
+    data.pop("experiment", None)  # a stored config.json carries these; they are not knobs
+    data.pop("meta", None)
+    return flatten(data)

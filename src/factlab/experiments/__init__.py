@@ -1,0 +1,28 @@
+"""The experiment registry: name -> "module:attribute", imported on demand."""
+
+from __future__ import annotations
+
+import importlib
+
+from factlab.config import ConfigError
+from factlab.experiments.base import Experiment
+
+REGISTRY: dict[str, str] = {
+    "capacity-linear": "factlab.experiments.capacity:CAPACITY_LINEAR",
+    "capacity-mlp": "factlab.experiments.capacity:CAPACITY_MLP",
+    "recall-tradeoff": "factlab.experiments.tradeoff:RECALL_TRADEOFF",
+    "recall-sequential": "factlab.experiments.sequential:RECALL_SEQUENTIAL",
+}
+
+
+def get_experiment(name: str) -> Experiment:
+    """The experiment called `name`, or a one-line `ConfigError` listing the known ones."""
+    if name not in REGISTRY:
+        raise ConfigError(f"unknown experiment {name!r}; available: {', '.join(sorted(REGISTRY))}")
+    module, attr = REGISTRY[name].split(":")
+    return getattr(importlib.import_module(module), attr)
+
+
+def all_experiments() -> list[Experiment]:
+    """Every registered experiment, sorted by name."""
+    return [get_experiment(n) for n in sorted(REGISTRY)]

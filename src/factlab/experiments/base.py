@@ -1,0 +1,92 @@
+"""What an experiment is, and the runner that turns one into a run directory.
+
+An experiment is a claim plus three functions: a default config (a dataclass), `run(cfg, ctx)`
+that trains and measures and returns a `Verdict` computed from its own numbers, and
+`figures(run_dir)` that redraws every figure from the stored files alone.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+from factlab.config import ExperimentConfig, apply_overrides, to_dict
+from factlab.runtime import progress_enabled, resolve_device, set_seed
+from factlab.store import RunStore, run_id
+
+
+@dataclasses.dataclass
+class Verdict:
+    """The computed answer to a claim: holds, the one-line evidence, and the metrics."""
+
+    holds: bool
+    evidence: str
+    metrics: dict[str, Any]
+
+
+@dataclasses.dataclass
+class RunContext:
+    """What `run` gets besides its config: the store, the device, and progress settings."""
+
+    store: RunStore
+    device: torch.device
+    show_progress: bool
+
+    def log(self, step: int, split: str, **metrics: Any) -> None:
+        """Append one record to metrics.jsonl."""
+        self.store.log({"step": step, "split": split, **metrics})
+
+
+@dataclasses.dataclass(frozen=True)
+class Experiment:
+    """A named claim with its config, run function and figure function."""
+
+    name: str
+    claim: str
+    config: type[ExperimentConfig]
+    run: Callable[[Any, RunContext], Verdict]
+    figures: Callable[[Path], list[Path]]
+    presets: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
+
+    def make_config(self, overrides: dict[str, Any] | None = None) -> Any:
+        """Default config, then the preset named by `scale` (if any), then `overrides`."""
+        overrides = dict(overrides or {})
+        cfg = self.config()
+        scale = overrides.get("scale", cfg.scale)
+        cfg = apply_overrides(cfg, {"scale": scale})
+        preset = dict(self.presets.get(cfg.scale, {}))
+        return apply_overrides(cfg, {**preset, **overrides})
+
+
+def default_run_dir(exp: Experiment, cfg: Any, root: str | Path = "runs") -> Path:
+    """runs/<experiment>/<run_id>."""
+    return Path(root) / exp.name / run_id(to_dict(cfg))
+
+
+def run_experiment(exp: Experiment, cfg: Any, out: str | Path | None = None,
+                   show_progress: bool | None = None) -> dict[str, Any]:
+    """Run `exp` with `cfg` into `out` and return the summary written to summary.json."""
+    run_dir = Path(out) if out is not None else default_run_dir(exp, cfg)
+    store = RunStore(run_dir)
+    config = to_dict(cfg)
+    store.start(exp.name, config)
+    device = resolve_device(cfg.device)
+    set_seed(cfg.seed)
+    ctx = RunContext(store, device,
+                     progress_enabled() if show_progress is None else show_progress)
+    start = time.perf_counter()
+    verdict = exp.run(cfg, ctx)
+    wall = time.perf_counter() - start
+    store.close()
+    figures = [str(p.relative_to(run_dir)) for p in exp.figures(run_dir)]
+    summary = {
+        "experiment": exp.name, "claim": exp.claim, "holds": bool(verdict.holds),
+        "evidence": verdict.evidence, "metrics": verdict.metrics,
+        "wall_time_s": round(wall, 2), "figures": figures, "run_id": run_id(config),
+    }
+    store.write_summary(summary)
+    return summary

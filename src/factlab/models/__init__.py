@@ -1,0 +1,1 @@
+"""Models: associative memories, the one-layer recall transformer and its relatives."""

@@ -1,0 +1,37 @@
+"""The linear-attention, one-hot model of the sequential-learning run (arXiv 2412.06538 §4.3).
+
+With one-hot embeddings (d = V), one linear attention head (no softmax, no mask):
+
+    logits = sum_t (x_T^T A x_t) V^T x_t = sum_t A[z_T, z_t] * V[z_t, :]
+
+A [V, V] plays the key-query matrix and V [V, n_out] the value-output matrix. Both start at
+`init * 1`, so every logit is equal and the initial loss is log(n_out).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from factlab.models.hooks import HookedModule, HookPoint
+
+
+class LinearAttentionRecall(HookedModule):
+    """tokens [batch, pos] -> logits [batch, n_out] read at the last position."""
+
+    def __init__(self, vocab_size: int, n_outputs: int, init: float = 1e-5):
+        super().__init__()
+        self.A = nn.Parameter(torch.full((vocab_size, vocab_size), init))
+        self.V = nn.Parameter(torch.full((vocab_size, n_outputs), init))
+        self.blocks = nn.ModuleList([nn.Module()])
+        self.blocks[0].attn = nn.Module()
+        self.blocks[0].attn.hook_attn_scores = HookPoint()  # [batch, 1, 1, pos]
+        self.unembed = nn.Module()
+        self.unembed.hook_out = HookPoint()  # [batch, 1, n_out]
+        self.setup_hooks()
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        scores = self.A[tokens[:, -1:], tokens]  # [batch, 1, pos]: A[z_T, z_t]
+        scores = self.blocks[0].attn.hook_attn_scores(scores[:, None])  # [batch, 1, 1, pos]
+        logits = torch.einsum("bp,bpo->bo", scores[:, 0, 0], self.V[tokens])
+        return self.unembed.hook_out(logits[:, None])[:, 0]

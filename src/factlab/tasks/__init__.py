@@ -1,0 +1,1 @@
+"""Task samplers: pure torch, batched, seeded by an explicit `torch.Generator`."""

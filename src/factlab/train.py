@@ -1,0 +1,167 @@
+"""One training loop for every experiment.
+
+`train` owns the optimizer, the learning-rate schedule, the evaluation cadence, early stopping
+at a target metric and the divergence guard. What it trains on is given by two callables: a
+`loss_fn(step) -> loss` that samples a batch and returns a scalar loss, and an optional
+`eval_fn() -> dict` of metrics. Everything is seeded by the caller; the loop itself draws no
+randomness, so a run is a pure function of its config.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Callable, Iterable, Literal
+
+import torch
+
+from factlab.config import require
+from factlab.runtime import progress
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    """Optimizer, schedule, length, evaluation cadence and stopping rules."""
+
+    optimizer: Literal["adam", "adamw", "sgd"] = "adam"
+    lr: float = 1e-3
+    momentum: float = 0.0  # SGD only
+    weight_decay: float = 0.0
+    schedule: Literal["constant", "cosine", "step"] = "constant"
+    warmup_steps: int = 0  # linear warmup from 0, before any schedule
+    min_lr_ratio: float = 0.0  # cosine decays to lr * min_lr_ratio
+    decay_every: int = 1000  # step schedule: multiply by decay_gamma every decay_every steps
+    decay_gamma: float = 0.1
+    steps: int = 1000
+    batch_size: int = 256
+    eval_every: int = 100
+    target_acc: float = 0.0  # stop once the eval metric "acc" reaches this; 0 = never
+    grad_clip: float = 0.0  # max gradient norm; 0 = off
+    max_loss: float = 1e4  # a loss above this (or NaN/inf) stops training as diverged
+
+    def check(self) -> None:
+        require(self.lr > 0, "lr", f"must be > 0, got {self.lr}")
+        require(self.steps >= 1, "steps", f"must be >= 1, got {self.steps}")
+        require(self.batch_size >= 1, "batch_size", f"must be >= 1, got {self.batch_size}")
+        require(self.eval_every >= 1, "eval_every", f"must be >= 1, got {self.eval_every}")
+        require(self.warmup_steps >= 0, "warmup_steps", "must be >= 0")
+        require(0 <= self.min_lr_ratio <= 1, "min_lr_ratio", "must be in [0, 1]")
+        require(self.decay_every >= 1, "decay_every", "must be >= 1")
+        require(0 < self.decay_gamma <= 1, "decay_gamma", "must be in (0, 1]")
+        require(0 <= self.momentum < 1, "momentum", "must be in [0, 1)")
+        require(self.weight_decay >= 0, "weight_decay", "must be >= 0")
+        require(0 <= self.target_acc <= 1, "target_acc", "must be in [0, 1]")
+        require(self.grad_clip >= 0, "grad_clip", "must be >= 0")
+
+
+class DivergenceError(RuntimeError):
+    """Training produced a non-finite or exploding loss."""
+
+
+@dataclasses.dataclass
+class TrainResult:
+    """What a training run ended with."""
+
+    steps: int  # optimizer steps taken
+    stop_reason: Literal["steps", "target", "diverged"]
+    last_eval: dict[str, float]
+    best_eval: dict[str, float]  # the evaluation with the highest "acc" (or the last one)
+    message: str = ""
+
+    @property
+    def diverged(self) -> bool:
+        return self.stop_reason == "diverged"
+
+    def raise_if_diverged(self) -> None:
+        """Turn a divergence into a `DivergenceError` carrying the one-line message."""
+        if self.diverged:
+            raise DivergenceError(self.message)
+
+
+def lr_factor(cfg: TrainConfig, step: int) -> float:
+    """Multiplier of the base lr at `step` (0-based): warmup, then the schedule."""
+    if cfg.warmup_steps and step < cfg.warmup_steps:
+        return (step + 1) / cfg.warmup_steps
+    t = step - cfg.warmup_steps
+    if cfg.schedule == "cosine":
+        span = max(1, cfg.steps - cfg.warmup_steps)
+        cos = 0.5 * (1 + math.cos(math.pi * min(t, span) / span))
+        return cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * cos
+    if cfg.schedule == "step":
+        return cfg.decay_gamma ** (t // cfg.decay_every)
+    return 1.0
+
+
+def make_optimizer(params: Iterable[torch.nn.Parameter], cfg: TrainConfig) -> torch.optim.Optimizer:
+    """The optimizer named by `cfg.optimizer` over the trainable `params`."""
+    params = [p for p in params if p.requires_grad]
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum,
+                               weight_decay=cfg.weight_decay)
+    if cfg.optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+
+def train(
+    params: Iterable[torch.nn.Parameter],
+    loss_fn: Callable[[int], torch.Tensor],
+    cfg: TrainConfig,
+    eval_fn: Callable[[], dict[str, float]] | None = None,
+    on_eval: Callable[[int, dict[str, float]], None] | None = None,
+    show_progress: bool | None = None,
+    desc: str = "train",
+) -> TrainResult:
+    """Optimise `params` on `loss_fn(step)`; evaluate every `cfg.eval_every` steps.
+
+    Evaluations happen at step 0 (before any update), every `eval_every` steps, and at the
+    end. `on_eval(step, metrics)` sees each one (the caller logs it). Training stops early when
+    `metrics["acc"] >= cfg.target_acc > 0`, or as "diverged" when the loss is non-finite or
+    exceeds `cfg.max_loss`.
+    """
+    params = list(params)
+    opt = make_optimizer(params, cfg)
+    base_lrs = [g["lr"] for g in opt.param_groups]
+    last: dict[str, float] = {}
+    best: dict[str, float] = {}
+
+    def evaluate(step: int, train_loss: float | None) -> bool:
+        nonlocal last, best
+        if eval_fn is None:
+            metrics = {} if train_loss is None else {"loss": train_loss}
+        else:
+            metrics = dict(eval_fn())
+        if train_loss is not None:
+            metrics.setdefault("train_loss", train_loss)
+        last = metrics
+        if not best or metrics.get("acc", -1.0) > best.get("acc", -1.0):
+            best = dict(metrics, step=step)
+        if on_eval is not None:
+            on_eval(step, metrics)
+        return cfg.target_acc > 0 and metrics.get("acc", 0.0) >= cfg.target_acc
+
+    if evaluate(0, None):
+        return TrainResult(0, "target", last, best)
+    loss_value = float("nan")
+    bar = progress(range(cfg.steps), total=cfg.steps, desc=desc, enabled=show_progress)
+    for step in bar:
+        factor = lr_factor(cfg, step)
+        for group, base in zip(opt.param_groups, base_lrs):
+            group["lr"] = base * factor
+        loss = loss_fn(step)
+        loss_value = float(loss.detach())
+        if not math.isfinite(loss_value) or loss_value > cfg.max_loss:
+            message = (f"training diverged at step {step} (loss={loss_value:.4g}); "
+                       f"try a smaller train.lr than {cfg.lr:g}")
+            evaluate(step, loss_value)
+            return TrainResult(step, "diverged", last, best, message)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if cfg.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+        opt.step()
+        done = step + 1
+        if done % cfg.eval_every == 0 or done == cfg.steps:
+            if evaluate(done, loss_value):
+                return TrainResult(done, "target", last, best)
+    return TrainResult(cfg.steps, "steps", last, best)
