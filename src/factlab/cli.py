@@ -1,4 +1,4 @@
-"""factlab command line: list | run | report.
+"""factlab command line: list | run | show | report | sweep | bench.
 
 Bad input (unknown experiment or key, ill-typed or impossible values, unreadable files) prints
 one line to stderr and exits with code 2; no traceback.
@@ -37,7 +37,81 @@ def _build_parser() -> argparse.ArgumentParser:
     show = sub.add_parser("show", help="print the default config of an experiment as JSON")
     show.add_argument("name")
     show.add_argument("overrides", nargs="*")
+    _add_sweep_parsers(sub)
     return parser
+
+
+def _add_sweep_parsers(sub: argparse._SubParsersAction) -> None:
+    """The `sweep` and `bench` subcommands (docs/sweeps.md)."""
+    sweep = sub.add_parser("sweep", help="run a grid: factlab sweep NAME key=a,b,c k2=1:5 "
+                           "--seeds 0-4")
+    sweep.add_argument("name")
+    sweep.add_argument("overrides", nargs="*",
+                       help="key=a,b,c (cells), key=1:5 (inclusive range), key=[8,11] (one "
+                            "tuple value), key=v (fixed)")
+    sweep.add_argument("--seeds", help="seeds to sweep, e.g. 0-4 or 0,3,7")
+    sweep.add_argument("--workers", "--max-workers", type=int, dest="workers",
+                       help="parallel workers (default: one per core)")
+    sweep.add_argument("--launcher", default="local",
+                       choices=["local", "serial", "ray", "submitit"])
+    sweep.add_argument("--out", help="sweep directory (default runs/NAME-sweep)")
+    sweep.add_argument("--config", help="JSON or YAML file of fixed overrides")
+    sweep.add_argument("--ray-address", help="Ray cluster address (default: $RAY_ADDRESS, "
+                       "else start a local Ray)")
+    sweep.add_argument("--cluster", help="submitit cluster: slurm, local or debug "
+                       "(default: slurm when available)")
+    sweep.add_argument("--partition", help="SLURM partition (submitit)")
+    sweep.add_argument("--metric", action="append", help="metric column(s) of the trend figure")
+    bench = sub.add_parser("bench", help="run the benchmarks in benchmarks/ and print ratios")
+    bench.add_argument("names", nargs="*", help="train_step, sweep, ensemble, recall "
+                       "(default: all)")
+    bench.add_argument("--quick", action="store_true", help="shorter timings")
+    bench.add_argument("--device", default="cpu")
+
+
+def _cmd_sweep(args: argparse.Namespace) -> int:
+    from factlab.config import load_config_file
+    from factlab.sweep import draw_trend, plan_sweep, run_sweep, summarize
+
+    base = load_config_file(args.config) if args.config else {}
+    sweep = plan_sweep(args.name, args.overrides, seeds=args.seeds, out=args.out, base=base)
+    options = {}
+    if args.launcher == "ray" and args.ray_address:
+        options["address"] = args.ray_address
+    if args.launcher == "submitit":
+        options.update(cluster=args.cluster, slurm_partition=args.partition)
+    result = run_sweep(sweep, launcher=args.launcher, workers=args.workers,
+                       figure=not args.metric, **options)
+    if args.metric:
+        result.figure = draw_trend(sweep.out, metrics=args.metric)
+    for line in summarize(result):
+        print(line)
+    return 1 if result.counts.get("error") else 0
+
+
+def _cmd_bench(args: argparse.Namespace) -> int:
+    import subprocess
+
+    from factlab.config import ConfigError
+
+    here = Path(__file__).resolve()
+    root = Path(os.environ.get("FACTLAB_BENCHMARKS", here.parents[2] / "benchmarks"))
+    if not root.is_dir():
+        raise ConfigError(f"bench: no benchmarks folder at {root}; run from a factlab checkout "
+                          "or set FACTLAB_BENCHMARKS")
+    known = sorted(p.stem.removeprefix("bench_") for p in root.glob("bench_*.py"))
+    names = args.names or known
+    for name in names:
+        if name not in known:
+            raise ConfigError(f"bench: unknown benchmark {name!r}; available: {', '.join(known)}")
+    status = 0
+    for name in names:
+        cmd = [sys.executable, str(root / f"bench_{name}.py"), "--device", args.device]
+        if args.quick:
+            cmd.append("--quick")
+        print(f"== bench {name}", flush=True)
+        status = max(status, subprocess.run(cmd).returncode)
+    return status
 
 
 def _cmd_list() -> int:
@@ -106,7 +180,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("PYTHONHASHSEED", "0")
     parser = _build_parser()
     args, extra = parser.parse_known_args(argv)
-    if extra and (args.command not in ("run", "show") or any(e.startswith("-") for e in extra)):
+    if extra and (args.command not in ("run", "show", "sweep")
+                  or any(e.startswith("-") for e in extra)):
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     if extra:  # overrides given after an option, e.g. `run NAME --out DIR d=32`
         args.overrides = [*args.overrides, *extra]
@@ -120,6 +195,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _cmd_run(args)
         if args.command == "show":
             return _cmd_show(args)
+        if args.command == "sweep":
+            return _cmd_sweep(args)
+        if args.command == "bench":
+            return _cmd_bench(args)
         return _cmd_report(args)
     except ConfigError as err:
         sys.stderr.write(f"factlab: error: {err}\n")
