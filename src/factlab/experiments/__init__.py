@@ -12,6 +12,7 @@ REGISTRY: dict[str, str] = {
     "capacity-mlp": "factlab.experiments.capacity:CAPACITY_MLP",
     "recall-tradeoff": "factlab.experiments.tradeoff:RECALL_TRADEOFF",
     "recall-sequential": "factlab.experiments.sequential:RECALL_SEQUENTIAL",
+    "popqa-extraction": "factlab.experiments.realmodels:POPQA_EXTRACTION",
 }
 
 

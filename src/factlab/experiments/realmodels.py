@@ -1,0 +1,258 @@
+"""Real models: extraction on a local HF causal LM with PopQA, and the bioS realism tier.
+
+popqa-extraction (specs/knowledge_extraction.md §9.4; 2508 claims 3-4). A local GPT-2 or Llama
+checkpoint is continued-pre-trained on K declarative statements of every PopQA fact, then Q&A
+fine-tuned (full or LoRA) on P_train subjects of the covered relation types, and asked the
+PopQA questions of the held-out P_test subjects. Judged by held-out accuracy (PopQA rule):
+with uncovered relations present, the claim holds when covered - uncovered >= EXTRACTION_MARGIN;
+at coverage 1 (nothing uncovered), when covered-after - before-fine-tuning >= EXTRACTION_MARGIN.
+Why 0.10: on a few hundred held-out questions the binomial standard error of a difference is
+about 0.04, so 0.10 is a clear effect rather than noise, and far below the paper's reported gaps.
+
+bios (Physics 3.1 §8): see `BIOS_RATIO` below.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+
+from factlab.config import ConfigError, ExperimentConfig, require
+from factlab.experiments.base import Experiment, RunContext, Verdict
+from factlab.report import paper_style, save_figure
+from factlab.runtime import derive_seed, make_generator
+from factlab.store import iter_jsonl
+from factlab.train import TrainConfig
+
+EXTRACTION_MARGIN = 0.10
+
+
+def fixture_path() -> Path:
+    """The PopQA-format fixture shipped with factlab (synthetic rows, real schema)."""
+    return Path(str(resources.files("factlab") / "data" / "popqa_fixture.tsv"))
+
+
+@dataclasses.dataclass
+class PopQAExtractionConfig(ExperimentConfig):
+    """Model and data paths, the protocol knobs (K, coverage, fine-tuning) and the schedules."""
+
+    model: str = ""  # a local HF causal-LM directory (save_pretrained output); required
+    data: str = ""  # a PopQA TSV; empty = the shipped synthetic fixture
+    finetune: Literal["full", "lora"] = "full"
+    rank: int = 8  # LoRA rank (alpha = rank)
+    target_modules: tuple[str, ...] = ()  # LoRA targets; empty = c_attn (GPT-2) / q_proj,v_proj
+    coverage: float = 0.5  # fraction of the relation types present that Q&A fine-tuning covers
+    K: int = 2  # statements per fact in continued pre-training (<= 4); 0 = protocol B
+    test_frac: float = 0.5  # fraction of subjects held out (P_test)
+    max_rows: int = 0  # use a seeded subset of this many rows; 0 = all
+    fewshot_k: int = 15  # demonstrations for the base model's few-shot baseline; 0 = skip it
+    max_new_tokens: int = 15
+    n_pop_bins: int = 4  # equal-count s_pop bins of the held-out questions (paper: 10)
+    pretrain: TrainConfig = dataclasses.field(default_factory=lambda: TrainConfig(
+        optimizer="adamw", lr=1e-4, steps=400, batch_size=16, eval_every=50, grad_clip=1.0))
+    qa: TrainConfig = dataclasses.field(default_factory=lambda: TrainConfig(
+        optimizer="adamw", lr=1e-4, steps=300, batch_size=16, eval_every=50, grad_clip=1.0))
+
+    def check(self) -> None:
+        super().check()
+        from factlab.hf.model import check_model_dir
+        from factlab.hf.protocol import N_TEMPLATES
+
+        if self.model:
+            check_model_dir(self.model)
+        if self.data:
+            require(Path(self.data).expanduser().is_file(), "data",
+                    f"no such file {self.data!r}")
+        require(0 <= self.K <= N_TEMPLATES, "K", f"must be in 0..{N_TEMPLATES}, got {self.K}")
+        require(0 <= self.coverage <= 1, "coverage", f"must be in [0, 1], got {self.coverage}")
+        require(0 < self.test_frac < 1, "test_frac", f"must be in (0, 1), got {self.test_frac}")
+        require(self.rank >= 1, "rank", f"must be >= 1, got {self.rank}")
+        require(self.max_rows >= 0, "max_rows", "must be >= 0")
+        require(self.fewshot_k >= 0, "fewshot_k", "must be >= 0")
+        require(self.max_new_tokens >= 1, "max_new_tokens", "must be >= 1")
+        require(self.n_pop_bins >= 1, "n_pop_bins", "must be >= 1")
+
+
+def _log_train(ctx: RunContext, split: str):
+    def on_eval(step: int, metrics: dict[str, float]) -> None:
+        if "train_loss" in metrics:
+            ctx.log(step, split, loss=metrics["train_loss"])
+    return on_eval
+
+
+def run_popqa(cfg: PopQAExtractionConfig, ctx: RunContext) -> Verdict:
+    """Load, pre-train on statements, fine-tune on covered Q&A, test held-out subjects."""
+    from factlab.hf import protocol as P
+    from factlab.hf.model import load_causal_lm
+    from factlab.hf.popqa import load_popqa
+
+    if not cfg.model:
+        raise ConfigError("model: required; set model=PATH to a local HF causal LM directory")
+    rows = load_popqa(cfg.data or fixture_path())
+    if cfg.max_rows and cfg.max_rows < len(rows):
+        keep = sorted(torch.randperm(len(rows), generator=make_generator(
+            derive_seed(cfg.seed, "rows")))[:cfg.max_rows].tolist())
+        rows = [rows[i] for i in keep]
+    hf = load_causal_lm(cfg.model, device=ctx.device)
+    split = P.make_split(rows, cfg.test_frac, cfg.coverage,
+                         make_generator(derive_seed(cfg.seed, "split")))
+    train_rows = [rows[i] for i in split.train]
+    test_rows = [rows[i] for i in split.test]
+    ft_rows = [r for r in train_rows if r.prop_id in split.covered]
+    require(len(ft_rows) > 0 or cfg.coverage == 0, "coverage",
+            "no P_train question falls in the covered relations; raise coverage or add rows")
+    metrics: dict[str, Any] = {"n_rows": len(rows), "n_test": len(test_rows),
+                               "n_finetune": len(ft_rows), "covered": sorted(split.covered)}
+    net = hf.model
+
+    # 0. the base model, PopQA-style few-shot (demonstrations from P_train rows only)
+    if cfg.fewshot_k:
+        prompts = P.fewshot_prompts(test_rows, train_rows, cfg.fewshot_k, derive_seed(cfg.seed, "fs"))
+        res = P.evaluate_qa(net, hf, test_rows, prompts, cfg.max_new_tokens)
+        metrics["fewshot_base_acc"] = P.mean(res["correct"])
+        ctx.log(0, "eval", stage="base_fewshot", acc=metrics["fewshot_base_acc"],
+                acc_norm=P.mean(res["correct_norm"]))
+
+    # 1-2. continued pre-training on K statements of every fact (all subjects)
+    if cfg.K > 0:
+        J = P.fact_templates(len(rows), cfg.K, make_generator(derive_seed(cfg.seed, "J")))
+        corpus = P.make_corpus(rows, J)
+        batch = P.encode_pairs(hf, corpus, loss_on_prompt=True, end=".")
+        P.train_lm(net, batch, cfg.pretrain, make_generator(derive_seed(cfg.seed, "pt")),
+                   ctx.device, _log_train(ctx, "pretrain"), ctx.show_progress, "pretrain")
+        # retained? complete the first statement of each held-out fact
+        prefixes = [P.declarative(rows[i], J[i, 0].item())[0] for i in split.test]
+        res = P.evaluate_qa(net, hf, test_rows, prefixes, cfg.max_new_tokens)
+        metrics["retention_acc"] = P.mean(res["correct"])
+        ctx.log(cfg.pretrain.steps, "eval", stage="retention", acc=metrics["retention_acc"],
+                acc_norm=P.mean(res["correct_norm"]))
+
+    # held-out Q&A before fine-tuning (the format is new to the model)
+    qa_test = P.qa_prompts(test_rows)
+    res = P.evaluate_qa(net, hf, test_rows, qa_test, cfg.max_new_tokens)
+    metrics["qa_before_acc"] = P.mean(res["correct"])
+    ctx.log(0, "eval", stage="qa_before", acc=metrics["qa_before_acc"],
+            acc_norm=P.mean(res["correct_norm"]))
+
+    # 3. Q&A fine-tuning on covered relations of P_train subjects
+    if ft_rows:
+        if cfg.finetune == "lora":
+            net = P.lora_wrap(net, cfg.rank, cfg.target_modules)
+        n_params = sum(p.numel() for p in net.parameters() if p.requires_grad)
+        metrics["trainable_params"] = n_params
+        batch = P.encode_pairs(hf, [(P.qa_prompt(r.question), r.obj) for r in ft_rows],
+                               loss_on_prompt=False)
+        P.train_lm(net, batch, cfg.qa, make_generator(derive_seed(cfg.seed, "qa")),
+                   ctx.device, _log_train(ctx, "qa_train"), ctx.show_progress, "qa")
+        res = P.evaluate_qa(net, hf, ft_rows, P.qa_prompts(ft_rows), cfg.max_new_tokens)
+        metrics["train_qa_acc"] = P.mean(res["correct"])
+        ctx.log(cfg.qa.steps, "eval", stage="train_qa", acc=metrics["train_qa_acc"])
+
+    # 4. held-out Q&A, bucketed
+    res = P.evaluate_qa(net, hf, test_rows, qa_test, cfg.max_new_tokens)
+    covered = [r.prop_id in split.covered for r in test_rows]
+    ok, ok_norm = res["correct"], res["correct_norm"]
+    pick = lambda values, flag: [v for v, c in zip(values, covered) if c == flag]  # noqa: E731
+    metrics.update(
+        test_acc=P.mean(ok), test_acc_norm=P.mean(ok_norm),
+        test_acc_covered=P.mean(pick(ok, True)), test_acc_uncovered=P.mean(pick(ok, False)),
+        n_test_covered=sum(covered), n_test_uncovered=len(covered) - sum(covered))
+    ctx.log(cfg.qa.steps, "eval", stage="qa_after", acc=metrics["test_acc"],
+            acc_norm=metrics["test_acc_norm"], acc_covered=metrics["test_acc_covered"],
+            acc_uncovered=metrics["test_acc_uncovered"])
+    bins = P.pop_bins(test_rows, cfg.n_pop_bins)
+    for b in range(cfg.n_pop_bins):
+        idx = [i for i, x in enumerate(bins) if x == b]
+        if not idx:
+            continue
+        pops = sorted(test_rows[i].s_pop for i in idx)
+        ctx.log(b, "pop_bin", s_pop_median=pops[len(pops) // 2], n=len(idx),
+                acc=P.mean([ok[i] for i in idx]),
+                acc_covered=P.mean([ok[i] for i in idx if covered[i]]),
+                acc_uncovered=P.mean([ok[i] for i in idx if not covered[i]]))
+    for prop in sorted({r.prop_id for r in test_rows}):
+        idx = [i for i, r in enumerate(test_rows) if r.prop_id == prop]
+        ctx.log(prop, "relation", covered=prop in split.covered, n=len(idx),
+                acc=P.mean([ok[i] for i in idx]))
+    return _popqa_verdict(metrics)
+
+
+def _nan(x: float) -> bool:
+    return isinstance(x, float) and math.isnan(x)
+
+
+def _popqa_verdict(m: dict[str, Any]) -> Verdict:
+    cov, unc, before = m["test_acc_covered"], m["test_acc_uncovered"], m["qa_before_acc"]
+    m["margin"] = EXTRACTION_MARGIN
+    if _nan(cov):
+        return Verdict(False, "no held-out question in a covered relation (coverage too low "
+                       "or too few rows); nothing to judge", m)
+    if not _nan(unc):
+        gap = cov - unc
+        evidence = (f"held-out accuracy covered {cov:.3f} vs uncovered {unc:.3f} "
+                    f"(gap {gap:+.3f}, needs >= {EXTRACTION_MARGIN}); before fine-tuning "
+                    f"{before:.3f}")
+    else:
+        gap = cov - before
+        evidence = (f"held-out accuracy after Q&A fine-tuning {cov:.3f} vs before {before:.3f} "
+                    f"(gain {gap:+.3f}, needs >= {EXTRACTION_MARGIN}; coverage 1, nothing "
+                    "uncovered)")
+    if "retention_acc" in m:
+        evidence += f"; statements retained on P_test {m['retention_acc']:.3f}"
+    return Verdict(gap >= EXTRACTION_MARGIN, evidence, m)
+
+
+def popqa_figures(run_dir: Path) -> list[Path]:
+    """Held-out accuracy by stage, and by s_pop bin split by covered/uncovered relation."""
+    records = list(iter_jsonl(run_dir / "metrics.jsonl"))
+    stages = [r for r in records if r["split"] == "eval"]
+    bins = [r for r in records if r["split"] == "pop_bin"]
+    if not stages:
+        return []
+    out = []
+    with paper_style():
+        import matplotlib.pyplot as plt
+
+        fig, ax = plt.subplots()
+        labels, values = [], []
+        for r in stages:
+            if r["stage"] == "qa_after":
+                for key in ("acc_covered", "acc_uncovered"):
+                    if r.get(key) is not None and not _nan(r[key]):
+                        labels.append("after FT\n" + key.split("_")[1])
+                        values.append(r[key])
+            else:
+                labels.append(r["stage"].replace("_", "\n"))
+                values.append(r["acc"])
+        ax.bar(range(len(values)), values, color="tab:blue")
+        ax.set_xticks(range(len(values)), labels, fontsize=6)
+        ax.set(ylim=(0, 1), ylabel="accuracy (PopQA rule)", title="popqa-extraction")
+        out.append(save_figure(fig, run_dir, "stages"))
+        if bins:
+            fig, ax = plt.subplots()
+            x = [r["s_pop_median"] for r in bins]
+            for key, label in (("acc_covered", "covered"), ("acc_uncovered", "uncovered"),
+                               ("acc", "all")):
+                y = [float("nan") if r.get(key) is None else r[key] for r in bins]
+                ax.plot(x, y, marker="o", ms=3, label=label)
+            ax.set(xscale="log", ylim=(-0.02, 1.02), xlabel="median s_pop of bin",
+                   ylabel="held-out accuracy", title="accuracy by popularity")
+            ax.legend()
+            out.append(save_figure(fig, run_dir, "popularity"))
+    return out
+
+
+POPQA_EXTRACTION = Experiment(
+    name="popqa-extraction",
+    claim="On a real causal LM, Q&A fine-tuning on a subset of subjects makes the held-out "
+          "subjects' facts extractable for the covered relation types (2508, relation covering).",
+    config=PopQAExtractionConfig,
+    run=run_popqa,
+    figures=popqa_figures,
+    presets={"quick": {}, "paper": {"n_pop_bins": 10, "pretrain.steps": 3000, "qa.steps": 2000}},
+)

@@ -1,0 +1,58 @@
+"""Tiny random HF checkpoints (GPT-2 or Llama) with a word-level tokenizer, built offline.
+
+Tests and smoke runs use these instead of downloaded weights: the tokenizer's vocabulary is
+every word and punctuation mark of the given texts, so a PopQA-format file can be tokenised
+without unknown tokens, and the model is randomly initialised from a seed.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterable, Literal
+
+import torch
+
+SPECIALS = ("<|endoftext|>", "<unk>")
+
+
+def build_word_tokenizer(texts: Iterable[str]):
+    """A `PreTrainedTokenizerFast` over the words and punctuation of `texts` (no downloads)."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    pre = pre_tokenizers.Whitespace()
+    words = sorted({w for t in texts for w, _ in pre.pre_tokenize_str(t)})
+    vocab = {tok: i for i, tok in enumerate([*SPECIALS, *words])}
+    tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
+    tok.pre_tokenizer = pre
+    tok.decoder = decoders.WordPiece(prefix="##")  # joins words with spaces
+    return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token=SPECIALS[0],
+                                   eos_token=SPECIALS[0], pad_token=SPECIALS[0],
+                                   unk_token=SPECIALS[1])
+
+
+def build_tiny_checkpoint(path: str | Path, texts: Iterable[str],
+                          arch: Literal["gpt2", "llama"] = "gpt2", d_model: int = 32,
+                          n_layers: int = 2, n_heads: int = 2, n_ctx: int = 512,
+                          seed: int = 0) -> Path:
+    """Write a randomly initialised tiny causal LM and its word tokenizer to `path`."""
+    from transformers import AutoModelForCausalLM, GPT2Config, LlamaConfig
+
+    path = Path(path)
+    tokenizer = build_word_tokenizer(texts)
+    vocab = len(tokenizer)
+    eos = tokenizer.eos_token_id
+    if arch == "gpt2":
+        config = GPT2Config(n_layer=n_layers, n_head=n_heads, n_embd=d_model, vocab_size=vocab,
+                            n_positions=n_ctx, bos_token_id=eos, eos_token_id=eos)
+    else:
+        config = LlamaConfig(num_hidden_layers=n_layers, hidden_size=d_model,
+                             intermediate_size=4 * d_model, num_attention_heads=n_heads,
+                             num_key_value_heads=max(1, n_heads // 2), vocab_size=vocab,
+                             max_position_embeddings=n_ctx, bos_token_id=eos,
+                             eos_token_id=eos, pad_token_id=eos)
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_config(config)
+    model.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
