@@ -1,0 +1,226 @@
+"""The HF path: offline loader and hook view, PopQA loader/scorer, popqa-extraction end to end.
+
+Models are tiny random GPT-2 / Llama checkpoints with a word-level tokenizer, built in a
+temporary folder; nothing is downloaded.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from factlab.cli import main
+from factlab.config import ConfigError
+from factlab.experiments.realmodels import fixture_path
+from factlab.hf.popqa import (COLUMNS, TEMPLATES, first_line, is_correct, is_correct_normalised,
+                              load_popqa, parse_answers)
+from factlab.store import iter_jsonl
+
+
+# ---------------------------------------------------------------- PopQA loader and scoring
+
+def test_fixture_loads_in_the_real_schema():
+    rows = load_popqa(fixture_path())
+    header = fixture_path().read_text().splitlines()[0].split("\t")
+    assert tuple(header) == COLUMNS
+    assert len(rows) >= 30
+    assert {r.prop_id for r in rows} == set(TEMPLATES)  # all 16 relation types
+    for r in rows:  # possible_answers was a JSON string; the question follows the template
+        assert isinstance(r.answers, tuple) and r.obj in r.answers
+        assert r.question == TEMPLATES[r.prop_id].format(r.subj)
+
+
+def test_parse_answers_json_then_python_literal():
+    assert parse_answers('["Paris", "City of Light"]') == ["Paris", "City of Light"]
+    assert parse_answers("['Paris']") == ["Paris"]
+    for bad in ("Paris", "[1, 2]", "[]", '{"a": 1}', "['x'"):
+        with pytest.raises(ValueError):
+            parse_answers(bad)
+
+
+def test_original_substring_rule():
+    assert is_correct("He was a politician and lawyer", ["politician"])
+    assert is_correct("Paris, France", ["paris"])  # g.capitalize()
+    assert is_correct("born in london", ["London"])  # g.lower()
+    assert not is_correct("BORN IN LONDON", ["London"])  # the prediction is not lower-cased
+    assert is_correct_normalised("BORN IN LONDON", ["London"])
+    assert first_line("\n  Paris\nQ: next question") == "Paris"
+
+
+def _write_tsv(path: Path, header: list[str], rows: list[list[str]]) -> Path:
+    path.write_text("\n".join("\t".join(r) for r in [header, *rows]) + "\n")
+    return path
+
+
+def _fixture_lines() -> tuple[list[str], list[list[str]]]:
+    lines = [line.split("\t") for line in fixture_path().read_text().splitlines()]
+    return lines[0], lines[1:]
+
+
+def test_loader_rejects_bad_files(tmp_path):
+    header, rows = _fixture_lines()
+    empty = tmp_path / "empty.tsv"
+    empty.write_text("")
+    with pytest.raises(ConfigError, match="empty"):
+        load_popqa(empty)
+    with pytest.raises(ConfigError, match="no rows"):
+        load_popqa(_write_tsv(tmp_path / "h.tsv", header, []))
+    drop = header.index("possible_answers")
+    cut = _write_tsv(tmp_path / "cols.tsv", header[:drop] + header[drop + 1:],
+                     [r[:drop] + r[drop + 1:] for r in rows])
+    with pytest.raises(ConfigError, match="lacks the PopQA column.*possible_answers"):
+        load_popqa(cut)
+    broken = [list(r) for r in rows]
+    broken[3][drop] = "[not json"
+    with pytest.raises(ConfigError, match="line 5: possible_answers"):
+        load_popqa(_write_tsv(tmp_path / "ans.tsv", header, broken))
+    broken = [list(r) for r in rows]
+    broken[0][header.index("prop_id")] = "999"
+    with pytest.raises(ConfigError, match="line 2: prop_id 999"):
+        load_popqa(_write_tsv(tmp_path / "prop.tsv", header, broken))
+
+
+def _cli(capsys, *args: str) -> tuple[int, str]:
+    code = main(["run", "popqa-extraction", "--no-progress", *args])
+    return code, capsys.readouterr().err.strip()
+
+
+def test_cli_bad_inputs_exit_2_with_one_line(tmp_path, capsys):
+    header, rows = _fixture_lines()
+    fake = tmp_path / "fake_model"  # passes the cheap check; the data fails first
+    fake.mkdir()
+    (fake / "config.json").write_text("{}")
+    empty = tmp_path / "empty.tsv"
+    empty.write_text("")
+    drop = header.index("s_pop")
+    nocol = _write_tsv(tmp_path / "nocol.tsv", header[:drop] + header[drop + 1:],
+                       [r[:drop] + r[drop + 1:] for r in rows])
+    badans = [list(r) for r in rows]
+    badans[0][header.index("possible_answers")] = "Paris"
+    badans = _write_tsv(tmp_path / "badans.tsv", header, badans)
+    cases = [(empty, "is empty"), (nocol, "lacks the PopQA column"),
+             (badans, "possible_answers")]
+    for data, message in cases:
+        code, err = _cli(capsys, f"model={fake}", f"data={data}", "--out", str(tmp_path / "r"))
+        assert code == 2 and message in err and "\n" not in err, err
+    not_a_model = tmp_path / "weights"
+    not_a_model.mkdir()
+    code, err = _cli(capsys, f"model={not_a_model}")
+    assert code == 2 and "not a HuggingFace model directory" in err and "\n" not in err
+    code, err = _cli(capsys, f"model={tmp_path / 'missing'}")
+    assert code == 2 and "no such directory" in err
+
+
+def test_importing_factlab_does_not_import_transformers():
+    code = ("import sys, factlab, factlab.cli, factlab.hf, factlab.hf.popqa, "
+            "factlab.experiments.realmodels; from factlab.experiments import all_experiments; "
+            "all_experiments(); sys.exit(int('transformers' in sys.modules or "
+            "'peft' in sys.modules))")
+    assert subprocess.run([sys.executable, "-c", code]).returncode == 0
+
+
+# ---------------------------------------------------------------- tiny HF checkpoints
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    """{"gpt2": path, "llama": path}: random tiny checkpoints over the fixture's vocabulary."""
+    pytest.importorskip("transformers")
+    pytest.importorskip("peft")
+    from factlab.hf.protocol import protocol_texts
+    from factlab.hf.tiny import build_tiny_checkpoint
+
+    texts = protocol_texts(load_popqa(fixture_path()))
+    root = tmp_path_factory.mktemp("tiny")
+    return {arch: build_tiny_checkpoint(root / arch, texts, arch=arch,
+                                        n_heads=2 if arch == "gpt2" else 4)
+            for arch in ("gpt2", "llama")}
+
+
+@pytest.mark.parametrize("arch", ["gpt2", "llama"])
+def test_hook_patterns_match_hf_eager_attentions(tiny, arch):
+    from factlab.hf.model import load_causal_lm
+
+    hf = load_causal_lm(tiny[arch])
+    tokens = hf.tokenizer(["Q: What is Zudra Rommor's occupation? A: glassmonger"],
+                          return_tensors="pt")["input_ids"]
+    logits, cache = hf.run_with_cache(tokens)
+    with torch.no_grad():
+        out = hf.model(tokens, output_attentions=True)
+    assert len(out.attentions) == hf.n_layers == 2
+    for layer, attn in enumerate(out.attentions):
+        pattern = cache[f"blocks.{layer}.attn.hook_pattern"]
+        assert pattern.shape == (1, hf.model.config.num_attention_heads, tokens.shape[1],
+                                 tokens.shape[1])
+        torch.testing.assert_close(pattern, attn)
+        assert torch.allclose(pattern.sum(-1), torch.ones(()))  # rows are distributions
+    torch.testing.assert_close(logits, out.logits)
+    torch.testing.assert_close(cache["blocks.1.hook_resid_pre"], cache["blocks.0.hook_resid_post"])
+    assert set(cache) == set(hf.hook_names)
+
+
+def test_loader_refuses_a_directory_that_is_not_a_model(tmp_path):
+    pytest.importorskip("transformers")
+    from factlab.hf.model import load_causal_lm
+
+    (tmp_path / "config.json").write_text('{"model_type": "gpt2"}')  # config, no weights
+    with pytest.raises(ConfigError, match="cannot load") as info:
+        load_causal_lm(tmp_path)
+    assert "\n" not in str(info.value)
+
+
+def test_lora_targets_conv1d_with_fan_in_fan_out_and_freezes_the_base(tiny):
+    from factlab.hf.model import load_causal_lm
+    from factlab.hf.protocol import lora_wrap
+
+    hf = load_causal_lm(tiny["gpt2"])
+    net = lora_wrap(hf.model, rank=2, target_modules=())
+    cfg = net.peft_config["default"]
+    assert cfg.fan_in_fan_out and set(cfg.target_modules) == {"c_attn"} and cfg.r == 2
+    trainable = [n for n, p in net.named_parameters() if p.requires_grad]
+    assert trainable and all("lora_" in n for n in trainable)
+    with pytest.raises(ConfigError, match="target_modules"):
+        lora_wrap(load_causal_lm(tiny["gpt2"]).model, 2, ["q_proj"])
+
+
+_FAST = {"fewshot_k": 3, "pretrain.lr": 3e-3, "pretrain.steps": 250, "qa.steps": 120,
+         "n_pop_bins": 2}
+
+
+@pytest.mark.parametrize("arch,finetune", [("gpt2", "full"), ("gpt2", "lora"),
+                                           ("llama", "full"), ("llama", "lora")])
+def test_popqa_extraction_end_to_end(tiny, tmp_path, arch, finetune):
+    from factlab.experiments.base import run_experiment
+    from factlab.experiments.realmodels import POPQA_EXTRACTION
+
+    qa = {"qa.lr": 3e-3} if finetune == "full" else {"qa.lr": 1e-2, "qa.steps": 250}
+    cfg = POPQA_EXTRACTION.make_config({"model": str(tiny[arch]), "finetune": finetune,
+                                        **_FAST, **qa})
+    summary = run_experiment(POPQA_EXTRACTION, cfg, out=tmp_path / "run", show_progress=False)
+    m = summary["metrics"]
+    assert m["n_test"] > 0 and m["n_test_covered"] > 0 and m["n_test_uncovered"] > 0
+    assert m["retention_acc"] >= 0.5  # continued pre-training stored held-out statements
+    assert m["train_qa_acc"] >= 0.8  # Q&A fine-tuning fits the covered P_train questions
+    assert 0 <= m["test_acc_covered"] <= 1 and 0 <= m["test_acc_uncovered"] <= 1
+    n_params = sum(p.numel() for p in torch.nn.Module.parameters(_load(tiny[arch])))
+    if finetune == "lora":
+        assert m["trainable_params"] < 0.2 * n_params
+    else:
+        assert m["trainable_params"] == n_params
+    records = list(iter_jsonl(tmp_path / "run" / "metrics.jsonl"))
+    stages = [r["stage"] for r in records if r["split"] == "eval"]
+    assert stages == ["base_fewshot", "retention", "qa_before", "train_qa", "qa_after"]
+    assert sum(r["split"] == "pop_bin" for r in records) == 2
+    assert summary["holds"] == (m["test_acc_covered"] - m["test_acc_uncovered"] >= m["margin"])
+    assert (tmp_path / "run" / "stages.png").is_file()
+    assert json.loads((tmp_path / "run" / "summary.json").read_text())["figures"]
+
+
+def _load(path):
+    from factlab.hf.model import load_causal_lm
+
+    return load_causal_lm(path).model
