@@ -8,6 +8,13 @@ from factlab.config import ConfigError
 from factlab.experiments.base import Experiment
 
 REGISTRY: dict[str, str] = {
+    "extraction": "factlab.experiments.extraction:EXTRACTION",
+    "extraction-multiplicity": "factlab.experiments.extraction:EXTRACTION_MULTIPLICITY",
+    "extraction-coverage": "factlab.experiments.extraction:EXTRACTION_COVERAGE",
+    "extraction-universe": "factlab.experiments.extraction:EXTRACTION_UNIVERSE",
+    "extraction-lora": "factlab.experiments.extraction:EXTRACTION_LORA",
+    "extraction-schedule": "factlab.experiments.extraction:EXTRACTION_SCHEDULE",
+    "extraction-attention-only": "factlab.experiments.extraction:EXTRACTION_ATTENTION_ONLY",
     "capacity-linear": "factlab.experiments.capacity:CAPACITY_LINEAR",
     "capacity-mlp": "factlab.experiments.capacity:CAPACITY_MLP",
     "recall-tradeoff": "factlab.experiments.tradeoff:RECALL_TRADEOFF",
