@@ -471,6 +471,20 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
+def _collapse_families(rows: list[dict[str, Any]], x: str) -> None:
+    """Add `metrics.P` = `metrics.P.<x value>` to every row (e.g. capacity.linear.<d>).
+
+    Experiments that loop over x internally key their metrics by its value; a sweep that
+    varies x gives each cell one such column, and this joins them into one trend.
+    """
+    for row in rows:
+        tail = "." + _cell_text(_scalar(row.get(x)))
+        for key in [k for k in row if k.startswith("metrics.") and k.endswith(tail)]:
+            row.setdefault(key[: -len(tail)], row[key])
+            if row[key] is not None:
+                row[key[: -len(tail)]] = row[key]
+
+
 def draw_trend(sweep_dir: str | Path, x: str | None = None,
                metrics: Sequence[str] | None = None) -> Path | None:
     """Metric vs the first swept key, one line per other-axes combination, seed bands.
@@ -490,6 +504,7 @@ def draw_trend(sweep_dir: str | Path, x: str | None = None,
     axes = [k for k in manifest.get("axes", {}) if k != "seed"]
     x = x or (axes[0] if axes else "seed")
     others = [k for k in axes if k != x]
+    _collapse_families(rows, x)
     if metrics is None:
         candidates = sorted({k for r in rows for k in r if k.startswith("metrics.")})
         metrics = [k for k in candidates
