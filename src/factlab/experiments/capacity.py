@@ -44,6 +44,7 @@ class CapacityConfig(ExperimentConfig):
     n_bins: int = 32  # M for the binned target
     threshold: float = 0.99  # accuracy that counts as "stored"
     tolerance: float = 1.05  # bisection stops once hi / lo <= tolerance (paper: 1.01)
+    ensemble: bool = False  # train all seeds' probes as one stacked model (factlab.ensemble)
     train: TrainConfig = dataclasses.field(default_factory=lambda: TrainConfig(
         optimizer="adam", lr=0.1, steps=1500, eval_every=32, target_acc=0.99))
 
@@ -140,6 +141,7 @@ def make_run(kind: Literal["linear", "mlp"]) -> Callable[[CapacityConfig, RunCon
         cells = _cells(kind, cfg)
         probe = 0
         rows = []
+        lockstep: dict = {}  # (d, width) -> {seed: (capacity, probe records)}
         jobs = [(cell, seed) for cell in cells for seed in cfg.seeds]
         for (d, ratio, width), seed in progress(jobs, total=len(jobs), desc=f"capacity-{kind}",
                                                 enabled=ctx.show_progress):
@@ -163,7 +165,18 @@ def make_run(kind: Literal["linear", "mlp"]) -> Callable[[CapacityConfig, RunCon
                 return memo[n]
 
             lo, hi = _bracket(kind, d, ratio)
-            cap = bisect_largest(lo, hi, succeeds, cfg.tolerance)
+            if cfg.ensemble:  # every seed of this width at once; logs what the loop logs
+                from factlab.ensemble import capacity_rows_lockstep
+
+                if (d, width) not in lockstep:
+                    lockstep[d, width] = dict(zip(cfg.seeds, capacity_rows_lockstep(
+                        kind, cfg, d, width, lo, hi, ctx.device)))
+                cap, records = lockstep[d, width][seed]
+                for rec in records:
+                    ctx.log(probe, "search", d=d, width=width, ratio=ratio, seed=seed, **rec)
+                    probe += 1
+            else:
+                cap = bisect_largest(lo, hi, succeeds, cfg.tolerance)
             params = _params(kind, d, width)
             rows.append({"d": d, "ratio": ratio, "width": width, "seed": seed,
                          "params": params, "capacity": cap})
