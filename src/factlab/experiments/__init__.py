@@ -19,6 +19,10 @@ REGISTRY: dict[str, str] = {
     "capacity-mlp": "factlab.experiments.capacity:CAPACITY_MLP",
     "recall-tradeoff": "factlab.experiments.tradeoff:RECALL_TRADEOFF",
     "recall-sequential": "factlab.experiments.sequential:RECALL_SEQUENTIAL",
+    "induction-head": "factlab.experiments.induction:INDUCTION_HEAD",
+    "induction-depth": "factlab.experiments.induction:INDUCTION_DEPTH",
+    "hijack-length": "factlab.experiments.induction:HIJACK_LENGTH",
+    "hijack-prompts": "factlab.experiments.induction:HIJACK_PROMPTS",
     "popqa-extraction": "factlab.experiments.realmodels:POPQA_EXTRACTION",
 }
 
