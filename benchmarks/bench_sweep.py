@@ -1,0 +1,50 @@
+"""Sweep throughput: the same sweep with 1 local worker (the baseline) and with N workers.
+
+Both runs start from empty directories, so worker start-up (spawn + import torch) is counted.
+The two results tables must be identical (the table does not depend on the launcher).
+Target (issue 6): N = 2 workers on 2 cores >= 1.6x faster than 1 worker.
+"""
+
+from __future__ import annotations
+
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import _common
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _common.parse_args(__doc__.splitlines()[0], argv, lambda p: (
+        p.add_argument("--workers", type=int, default=0, help="N (default: cores)"),
+        p.add_argument("--experiment", default="capacity-linear")))
+    from factlab.launchers import physical_cores
+    from factlab.sweep import plan_sweep, run_sweep
+
+    n = args.workers or physical_cores()
+    grid = ["d=6,8,10", "seeds=[0]", "tolerance=1.3",
+            f"train.steps={300 if args.quick else 800}"]
+    seeds = "0-1" if args.quick else "0-3"
+    _common.header(f"bench sweep: {args.experiment} {' '.join(grid)} --seeds {seeds}, "
+                   f"1 vs {n} workers", "cpu")
+    times, tables = {}, {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for workers in (1, n):
+            out = Path(tmp) / f"w{workers}"
+            sweep = plan_sweep(args.experiment, grid, seeds=seeds, out=out)
+            start = time.perf_counter()
+            result = run_sweep(sweep, launcher="local", workers=workers, quiet=True,
+                               figure=False)
+            times[workers] = time.perf_counter() - start
+            tables[workers] = (out / "results.csv").read_text()
+            print(f"  {workers} worker(s): {len(sweep.cells)} cells in {times[workers]:.1f} s "
+                  f"({result.counts})", flush=True)
+    print(_common.ratio_line(f"throughput with {n} workers", 1 / times[n], "1 worker",
+                             1 / times[1], " sweeps/s"))
+    print(f"  tables identical: {tables[1] == tables[n]}")
+    return 0 if tables[1] == tables[n] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
