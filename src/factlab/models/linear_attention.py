@@ -31,7 +31,7 @@ class LinearAttentionRecall(HookedModule):
         self.setup_hooks()
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-        scores = self.A[tokens[:, -1:], tokens]  # [batch, 1, pos]: A[z_T, z_t]
-        scores = self.blocks[0].attn.hook_attn_scores(scores[:, None])  # [batch, 1, 1, pos]
+        scores = self.A[tokens[:, -1:], tokens]  # [batch, pos]: A[z_T, z_t]
+        scores = self.blocks[0].attn.hook_attn_scores(scores[:, None, None])  # [b, 1, 1, pos]
         logits = torch.einsum("bp,bpo->bo", scores[:, 0, 0], self.V[tokens])
         return self.unembed.hook_out(logits[:, None])[:, 0]

@@ -1,0 +1,166 @@
+"""Attention/MLP trade-off on factual recall (arXiv 2412.06538 Fig. 4 right; spec §8.4).
+
+Train the one-layer model on Task A for every (heads H, MLP width m) cell of a grid and record
+the best test accuracy. The claim is that attention and MLP parameters substitute for each
+other: the success frontier runs diagonally, so more heads need less MLP width.
+
+Judged on the frontier m_min(H) = the smallest grid width reaching THRESHOLD at H heads.
+The claim holds when (1) at least MIN_FRONTIER heads values succeed somewhere, (2) the
+frontier's MLP parameters fall as attention parameters grow (Spearman rank correlation
+<= MAX_SPEARMAN), and (3) it moves by at least MIN_SPAN x in MLP parameters. A frontier along
+one axis (a fixed width needed whatever H, or no width helping) fails (2) or (3).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import numpy as np
+
+from factlab.config import ExperimentConfig, require
+from factlab.experiments.base import Experiment, RunContext, Verdict
+from factlab.models.one_layer import OneLayerConfig
+from factlab.recall import build_knowledge_base, train_factual_recall
+from factlab.report import paper_style, save_figure
+from factlab.runtime import derive_seed, progress
+from factlab.store import iter_jsonl
+from factlab.tasks.recall import RecallTaskConfig
+from factlab.train import TrainConfig
+
+THRESHOLD = 0.99  # the paper's success criterion
+MIN_FRONTIER = 3  # frontier points needed to speak of a direction
+MAX_SPEARMAN = -0.8  # the frontier must clearly descend
+MIN_SPAN = 2.0  # ... by at least this factor in MLP parameters
+
+
+@dataclasses.dataclass
+class TradeoffConfig(ExperimentConfig):
+    """Task A, the fixed model sizes, the (heads x width) grid and training."""
+
+    task: RecallTaskConfig = dataclasses.field(default_factory=lambda: RecallTaskConfig(
+        n_subjects=16, n_relations=16, n_answers=8, n_noise=32, seq_len=16))
+    model: OneLayerConfig = dataclasses.field(default_factory=lambda: OneLayerConfig(
+        d_model=16, d_head=4))
+    heads: tuple[int, ...] = (1, 2, 4, 6, 8)
+    widths: tuple[int, ...] = (4, 8, 16, 32, 64)
+    n_test: int = 1024
+    train: TrainConfig = dataclasses.field(default_factory=lambda: TrainConfig(
+        optimizer="adamw", lr=1e-2, steps=1500, batch_size=512, eval_every=100,
+        target_acc=THRESHOLD))
+
+    def check(self) -> None:
+        super().check()
+        require(len(self.heads) >= 1 and min(self.heads) >= 1, "heads", "every H must be >= 1")
+        require(len(self.widths) >= 1 and min(self.widths) >= 0, "widths",
+                "every width must be >= 0")
+        require(self.n_test >= 1, "n_test", "must be >= 1")
+
+
+def run(cfg: TradeoffConfig, ctx: RunContext) -> Verdict:
+    """Train every grid cell and judge the frontier."""
+    kb = build_knowledge_base(cfg.task)
+    cells = [(h, m) for h in cfg.heads for m in cfg.widths]
+    acc = {}
+    for i, (h, m) in enumerate(progress(cells, total=len(cells), desc="recall-tradeoff",
+                                        enabled=ctx.show_progress)):
+        model_cfg = dataclasses.replace(cfg.model, n_heads=h, d_mlp=m)
+        _, result = train_factual_recall(cfg.task, model_cfg, cfg.train,
+                                         derive_seed(cfg.seed, h, m), ctx.device, cfg.n_test,
+                                         kb=kb)
+        acc[h, m] = result.best_eval.get("acc", 0.0)
+        d, dh = cfg.model.d_model, cfg.model.d_head
+        ctx.log(i, "grid", heads=h, width=m, attn_params=d * dh * h, mlp_params=d * m,
+                acc=acc[h, m], steps=result.steps, diverged=result.diverged)
+    return judge(acc, cfg.model.d_model, cfg.model.d_head)
+
+
+def frontier(acc: dict[tuple[int, int], float]) -> dict[int, int]:
+    """H -> the smallest width whose accuracy reaches THRESHOLD (heads with none left out)."""
+    out = {}
+    for h in sorted({h for h, _ in acc}):
+        ok = sorted(m for (hh, m), a in acc.items() if hh == h and a >= THRESHOLD)
+        if ok:
+            out[h] = ok[0]
+    return out
+
+
+def spearman(x: np.ndarray, y: np.ndarray) -> float:
+    """Spearman rank correlation (average ranks for ties)."""
+    def ranks(v: np.ndarray) -> np.ndarray:
+        order = v.argsort()
+        r = np.empty(len(v))
+        r[order] = np.arange(len(v))
+        for value in np.unique(v):  # average tied ranks
+            r[v == value] = r[v == value].mean()
+        return r
+    rx, ry = ranks(np.asarray(x, float)), ranks(np.asarray(y, float))
+    if rx.std() == 0 or ry.std() == 0:
+        return 0.0
+    return float(np.corrcoef(rx, ry)[0, 1])
+
+
+def judge(acc: dict[tuple[int, int], float], d: int, d_head: int) -> Verdict:
+    """The verdict from the grid of accuracies."""
+    front = frontier(acc)
+    x = np.array([d * d_head * h for h in front], float)
+    y = np.array([d * m for m in front.values()], float)
+    rho = spearman(x, y) if len(front) >= 2 else 0.0
+    span = float(y.max() / max(y.min(), 1.0)) if len(front) else 0.0
+    holds = len(front) >= MIN_FRONTIER and rho <= MAX_SPEARMAN and span >= MIN_SPAN
+    pts = ", ".join(f"H={h}:m={m}" for h, m in front.items()) or "none"
+    evidence = (f"frontier (smallest width reaching {THRESHOLD}) {pts}; Spearman(attn, mlp "
+                f"params) = {rho:.2f} (needs <= {MAX_SPEARMAN}), MLP span {span:.1f}x "
+                f"(needs >= {MIN_SPAN}), {len(front)} points (needs >= {MIN_FRONTIER})")
+    metrics = {"frontier": {str(h): m for h, m in front.items()}, "spearman": rho,
+               "mlp_span": span, "n_success": int(sum(a >= THRESHOLD for a in acc.values())),
+               "n_cells": len(acc)}
+    return Verdict(holds, evidence, metrics)
+
+
+def figures(run_dir: Path) -> list[Path]:
+    """Accuracy heat-map over (attention params, MLP params) with the frontier marked."""
+    import matplotlib.pyplot as plt
+
+    rows = [r for r in iter_jsonl(run_dir / "metrics.jsonl") if r["split"] == "grid"]
+    if not rows:
+        return []
+    cfg = json.loads((run_dir / "config.json").read_text())
+    xs = sorted({r["attn_params"] for r in rows})
+    ys = sorted({r["mlp_params"] for r in rows})
+    grid = np.full((len(ys), len(xs)), np.nan)
+    for r in rows:
+        grid[ys.index(r["mlp_params"]), xs.index(r["attn_params"])] = r["acc"]
+    front = frontier({(r["heads"], r["width"]): r["acc"] for r in rows})
+    d, dh = cfg["model"]["d_model"], cfg["model"]["d_head"]
+    with paper_style():
+        fig, ax = plt.subplots(figsize=(3.6, 3.0))
+        im = ax.imshow(grid, origin="lower", cmap="viridis", vmin=0, vmax=1, aspect="auto")
+        fx = [xs.index(d * dh * h) for h in front]
+        fy = [ys.index(d * m) for m in front.values()]
+        ax.plot(fx, fy, "w--o", ms=3, lw=1, label=f"frontier (acc >= {THRESHOLD})")
+        ax.set_xticks(range(len(xs)), [str(v) for v in xs], rotation=45)
+        ax.set_yticks(range(len(ys)), [str(v) for v in ys])
+        ax.set(xlabel="attention parameters d d_h H", ylabel="MLP parameters d m",
+               title=f"{cfg['task']['n_subjects'] * cfg['task']['n_relations']} facts")
+        ax.grid(False)
+        ax.legend(loc="upper right", fontsize=6)
+        fig.colorbar(im, ax=ax, label="test accuracy")
+        return [save_figure(fig, run_dir, "tradeoff")]
+
+
+RECALL_TRADEOFF = Experiment(
+    name="recall-tradeoff",
+    claim="On factual recall, attention and MLP parameters substitute for each other: the "
+          "success frontier over (heads x MLP width) runs diagonally, not along one axis.",
+    config=TradeoffConfig,
+    run=run,
+    figures=figures,
+    presets={"paper": {
+        "task.n_subjects": 32, "task.n_relations": 32, "task.n_answers": 8,
+        "task.n_noise": 64, "task.seq_len": 32, "model.d_model": 32, "model.d_head": 8,
+        "heads": "1,2,4,6,8,10,12,14,16,20,24,28,32",
+        "widths": "1,8,16,24,32,40,48,56,64,80,96,112,128",
+        "train.steps": 16384, "train.batch_size": 1024, "train.eval_every": 128}},
+)
