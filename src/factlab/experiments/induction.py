@@ -37,12 +37,15 @@ from factlab.tasks.bigram import (TriggerTaskConfig, make_prompts, peaked_querie
                                   sample_batch, sample_from_config)
 from factlab.train import TrainConfig, train
 
-# induction-head. The model cannot know the per-sequence triggers, so it sits slightly above the
-# oracle floor (spec §9); 0.15 nats is 6% of the 2.45-nat entropy and separates "at the floor"
-# from the ~1 nat gap of an untrained FFN.
-BIGRAM_TOL = 0.15
-# "Drops": loss_head must end at least 0.5 nats below its value when the bigram floor is reached
-# (a formed head takes it from ~ln 65 = 4.2 towards 0; 0.5 nats is far above eval noise).
+# induction-head. "Early" compares times to a fraction of each loss's own total decrease, so it
+# does not depend on how far above the oracle floor a small model stays (it cannot know the
+# per-sequence triggers, and the random positional vectors leak into the FFN's input): the
+# bigram loss must cover 90% of its decrease before the in-context loss covers 50% of its own.
+BIGRAM_FRACTION = 0.9
+HEAD_FRACTION = 0.5
+# "Plateaus then drops": loss_head must end at least 0.5 nats below its value at the time the
+# bigram loss got there (a formed head takes it from ~ln 65 = 4.2 towards 0; 0.5 nats is far
+# above eval noise).
 HEAD_DROP = 0.5
 # A memory probe "has risen" once it reaches 0.5 (random chance is 1/N or 1/T, under 0.02).
 PROBE_LEVEL = 0.5
@@ -69,10 +72,10 @@ class InductionConfig(ExperimentConfig):
     """Task, model and training of one trigger-task model (hijack_base-like by default)."""
 
     task: TriggerTaskConfig = dataclasses.field(default_factory=TriggerTaskConfig)
-    model: TwoLayerConfig = dataclasses.field(default_factory=TwoLayerConfig)
+    model: TwoLayerConfig = dataclasses.field(default_factory=lambda: TwoLayerConfig(d_model=128))
     train: TrainConfig = dataclasses.field(default_factory=lambda: TrainConfig(
-        optimizer="adamw", lr=0.01, weight_decay=1e-4, steps=500, batch_size=128,
-        eval_every=20))
+        optimizer="adamw", lr=0.01, weight_decay=1e-4, steps=300, batch_size=128,
+        eval_every=10))
     loss_on: str = "all"  # "all" positions, or "head" (outs >= 2 only: Birth's loss_head_only)
     eval_batch: int = 256  # test sequences used by the probes (<= task.test_batch)
 
@@ -198,25 +201,31 @@ def run_induction_head(cfg: InductionHeadConfig, ctx: RunContext) -> Verdict:
 
 def induction_head_verdict(rows: list[dict[str, Any]], floor: float) -> Verdict:
     """Verdict of induction-head from the logged test records and the oracle floor."""
-    t_bigram = first_step(rows, "loss_bigram", lambda v: v <= floor + BIGRAM_TOL)
+    first, final = rows[0], rows[-1]
+
+    def reach(key: str, fraction: float) -> float:
+        level = first[key] - fraction * (first[key] - final[key])
+        return first_step(rows[1:], key, lambda v: v <= level)
+
+    t_bigram = reach("loss_bigram", BIGRAM_FRACTION)
+    t_head = reach("loss_head", HEAD_FRACTION)
     at_bigram = next((r for r in rows if r["step"] == t_bigram), rows[-1])
-    final = rows[-1]
     plateau = at_bigram["loss_head"]
-    t_head = first_step(rows, "loss_head", lambda v: v <= plateau - HEAD_DROP)
     t = {k: first_step(rows, f"{k}_acc", lambda v: v >= PROBE_LEVEL)
          for k in ("wo1", "wk1", "wk0")}
     bigram_first = t_bigram < t_head
     drops = final["loss_head"] <= plateau - HEAD_DROP
     top_down = t["wo1"] < t["wk1"] and t["wo1"] < t["wk0"]
     holds = bigram_first and drops and top_down
-    evidence = (f"loss_bigram within {BIGRAM_TOL} of floor {floor:.3f} at step "
-                f"{_fmt_step(t_bigram)}; loss_head {plateau:.2f} -> {final['loss_head']:.2f} "
-                f"(drop >= {HEAD_DROP} at step {_fmt_step(t_head)}); probes >= {PROBE_LEVEL} at "
-                f"wo1 {_fmt_step(t['wo1'])}, wk1 {_fmt_step(t['wk1'])}, wk0 "
-                f"{_fmt_step(t['wk0'])} (final {final['wo1_acc']:.2f}/{final['wk1_acc']:.2f}/"
-                f"{final['wk0_acc']:.2f}); final acc_end {final['acc_end']:.3f}")
-    metrics = {"loss_bigram_floor": floor, "step_bigram_floor": t_bigram,
-               "step_head_drop": t_head, "loss_head_plateau": plateau,
+    evidence = (f"loss_bigram {BIGRAM_FRACTION:.0%} down at step {_fmt_step(t_bigram)} vs "
+                f"loss_head {HEAD_FRACTION:.0%} down at step {_fmt_step(t_head)}; loss_head "
+                f"{plateau:.2f} at that point -> {final['loss_head']:.2f} (needs a drop >= "
+                f"{HEAD_DROP}); probes >= {PROBE_LEVEL} at wo1 {_fmt_step(t['wo1'])}, wk1 "
+                f"{_fmt_step(t['wk1'])}, wk0 {_fmt_step(t['wk0'])} (wo1 must be first); final "
+                f"loss_bigram {final['loss_bigram']:.3f} vs oracle floor {floor:.3f}, "
+                f"acc_end {final['acc_end']:.3f}")
+    metrics = {"loss_bigram_floor": floor, "step_bigram": t_bigram, "step_head": t_head,
+               "loss_head_plateau": plateau,
                "final": {k: final[k] for k in ("loss_bigram", "loss_head", "acc_end", "wk0_acc",
                                                "wk1_acc", "wo1_acc", "ff1_loss")},
                "probe_steps": t, "bigram_first": bigram_first, "head_drops": drops,
@@ -546,7 +555,8 @@ def figures_hijack_prompts(run_dir: Path) -> list[Path]:
 
 # --------------------------------------------------------------------------- registry
 
-# quick: d = 128, T = 64, batch 128, AdamW 500 steps (~1-2 min per model on one CPU core).
+# quick (the defaults): d = 128, T = 64, K = 5 random triggers, batch 128, AdamW lr 0.01,
+# 300 steps (about 1-1.5 min per model on one CPU core).
 _QUICK: dict[str, Any] = {}
 # paper (hijack_base, spec §4): d = 256, T = 256, K = 5 random triggers, SGD momentum 0.9,
 # lr 0.2 (chosen from {0.03, 0.1, 0.2}), wd 1e-4, batch 512, 3000 iterations, eval every 5 steps.

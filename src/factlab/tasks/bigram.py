@@ -12,6 +12,7 @@ loop (the chain is sequential in t). Randomness comes from an explicit torch.Gen
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Literal
 
 import torch
@@ -78,44 +79,67 @@ def draw_outputs(stats: BigramStats, triggers: torch.Tensor, outputs: str, no_re
     return torch.multinomial(w.view(B * K, n), 1, generator=gen).view(B, K)
 
 
+@functools.lru_cache(maxsize=8)
+def alias_tables(stats: BigramStats) -> tuple[torch.Tensor, torch.Tensor]:
+    """Walker/Vose alias tables of every row of π_b, flattened: (accept, alias), each [N*N].
+
+    Drawing column c uniformly and keeping it with probability accept[i*N + c] (else taking
+    alias[i*N + c]) samples π_b(.|i) exactly. Cached per `stats` object.
+    """
+    n = stats.n
+    accept: list[float] = []
+    alias: list[int] = []
+    for row in (stats.bigram * n).tolist():
+        acc, ali = [1.0] * n, list(range(n))
+        small = [j for j, p in enumerate(row) if p < 1.0]
+        large = [j for j, p in enumerate(row) if p >= 1.0]
+        while small and large:
+            s_, l_ = small.pop(), large.pop()
+            acc[s_], ali[s_] = row[s_], l_
+            row[l_] -= 1.0 - row[s_]
+            (small if row[l_] < 1.0 else large).append(l_)
+        accept += acc
+        alias += ali
+    return torch.tensor(accept, dtype=torch.float64).float(), torch.tensor(alias)
+
+
 def sample_batch(stats: BigramStats, B: int, T: int, K: int = 0, fixed_triggers: bool = False,
                  trigger_offset: int = 0, outputs: str = "uniform", no_repeat: bool = False,
                  output_pool: str = "all", gen: torch.Generator | None = None,
                  device: torch.device | str = "cpu", return_triggers: bool = False):
     """Sample B trigger-bigram sequences of T+1 tokens; return x [B,T], y [B,T], outs [B,T].
 
-    With `return_triggers` also returns (triggers [B,K], outputs [B,K]). The bigram step draws
-    one uniform per position up front and inverts each row's CDF (searchsorted), so a step is
-    a gather, a searchsorted and a where over the batch.
+    With `return_triggers` also returns (triggers [B,K], outputs [B,K]). All randomness is
+    drawn up front; a bigram step is a Walker alias draw (two flat gathers and a where) and the
+    trigger rule a per-sequence lookup table, so a step is a few batched ops over B.
     """
     gen = gen if gen is not None else torch.Generator(device=device).manual_seed(0)
     n = stats.n
-    cdf = stats.bigram.cumsum(1).float().to(device)
-    cdf[:, -1] = 1.0 + 1e-6  # no uniform falls past the last bucket through rounding
+    accept, alias = (t.to(device) for t in alias_tables(stats))
     z0 = torch.multinomial(stats.unigram.float().to(device).expand(B, n), 1, generator=gen)[:, 0]
-    u = torch.rand(T, B, 1, generator=gen, device=device)  # one contiguous [B, 1] per step
+    col = torch.randint(n, (T, B, 1), generator=gen, device=device)  # alias column per step
+    coin = torch.rand(T, B, 1, generator=gen, device=device)
     if K > 0:
         trig = draw_triggers(stats, B, K, fixed_triggers, trigger_offset, gen, device)
         outs_k = draw_outputs(stats, trig, outputs, no_repeat, output_pool, gen)
     else:
         trig = torch.empty(B, 0, dtype=torch.long, device=device)
         outs_k = trig.clone()
-    z = torch.empty(B, T + 1, dtype=torch.long, device=device)
-    occ = torch.zeros(B, T, dtype=torch.long, device=device)
-    counts = torch.zeros(B, K, dtype=torch.long, device=device)
-    z[:, 0] = z0
-    cur = z0
-    for t in range(T):
-        nxt = torch.searchsorted(cdf[cur], u[t], right=True)[:, 0].clamp_max(n - 1)
-        if K > 0:
-            match = cur[:, None] == trig  # [B, K]; triggers are distinct, so <= 1 match
-            counts += match
-            hit = match.any(1)
-            forced = (outs_k * match).sum(1)
-            nxt = torch.where(hit, forced, nxt)
-            occ[:, t] = (counts * match).sum(1)
-        z[:, t + 1] = nxt
-        cur = nxt
+    # fwd[b, i] = the output of token i if it is a trigger of sequence b, else -1
+    fwd = torch.full((B, n), -1, dtype=torch.long, device=device)
+    fwd.scatter_(1, trig, outs_k)
+    cur = z0[:, None]  # [B, 1]
+    steps = [cur]
+    for t in range(T):  # a handful of batched ops over B per step
+        cell = cur * n + col[t]  # Walker alias draw from π_b(.|cur)
+        bigram_next = torch.where(coin[t] < accept[cell], col[t], alias[cell])
+        forced = fwd.gather(1, cur)
+        cur = torch.where(forced >= 0, forced, bigram_next)
+        steps.append(cur)
+    z = torch.cat(steps, 1)  # [B, T+1]
+    # occurrence counter, vectorised after the chain: the running count of z_t among z_0..z_t
+    match = z[:, :T, None] == trig[:, None, :]  # [B, T, K]
+    occ = (match.long().cumsum(1) * match).sum(-1)
     x, y = z[:, :T], z[:, 1:]
     if return_triggers:
         return x, y, occ, trig, outs_k
