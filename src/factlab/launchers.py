@@ -69,11 +69,13 @@ class SerialLauncher:
 
 def _init_local_worker(parent_pid: int) -> None:
     """Worker start-up: one thread, and die with the driver (so no orphan keeps writing)."""
+    import signal
+
     os.environ.update(single_thread_env())
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the driver's to handle
     if sys.platform.startswith("linux"):
         try:
             import ctypes
-            import signal
 
             libc = ctypes.CDLL("libc.so.6", use_errno=True)
             libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG: killed when the driver dies
@@ -136,8 +138,12 @@ class LocalLauncher:
                                 broken.append(task)
                             except Exception as err:  # noqa: BLE001 - report, keep going
                                 yield task, _worker_died(task, err)
-                finally:
-                    pool.shutdown(wait=True, cancel_futures=True)
+                except BaseException:  # Ctrl-C or an abandoned generator: stop now
+                    for proc in list(getattr(pool, "_processes", {}).values()):
+                        proc.kill()  # in-flight cells stay unfinished and rerun next time
+                    pool.shutdown(wait=False, cancel_futures=True)
+                    raise
+                pool.shutdown(wait=True)
                 if broken and restarts > 0:
                     restarts -= 1
                     pending = broken
