@@ -166,15 +166,45 @@ def test_ensemble_equals_separate_runs():
     from factlab.experiments.capacity import CapacityConfig, train_memory
 
     cfg = CapacityConfig(seed=0)
-    cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, lr=1.0, steps=400))
+    cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, steps=300))
     seeds = [3, 5, 8, 13]
-    for kind, n in (("linear", 30), ("mlp", 40)):
+    for kind, n, lr in (("linear", 20, 1.0), ("mlp", 40, 0.03)):
         width = 16 if kind == "mlp" else 0
-        together = train_memories_ensemble(kind, n, 8, width, cfg.train.lr, seeds, cfg,
+        together = train_memories_ensemble(kind, n, 8, width, lr, seeds, cfg,
                                            torch.device("cpu"))
-        alone = [train_memory(kind, n, 8, width, cfg.train.lr, s, cfg, torch.device("cpu"))
+        alone = [train_memory(kind, n, 8, width, lr, s, cfg, torch.device("cpu"))
                  for s in seeds]
         for (acc_e, steps_e), (acc_s, steps_s) in zip(together, alone):
             assert steps_e == steps_s
             assert acc_e == pytest.approx(acc_s, abs=1.5 / n)  # at most one argmax flip
         assert any(steps < cfg.train.steps for _, steps in alone)  # early stops covered
+
+
+def test_capacity_ensemble_mode_logs_what_the_loop_logs(tmp_path):
+    """capacity-linear ensemble=true (seeds' bisections in lockstep) = the loop, record for
+    record."""
+    from factlab.experiments.base import run_experiment
+    from factlab.experiments.capacity import CAPACITY_LINEAR
+
+    texts = []
+    for flag in ("false", "true"):
+        cfg = CAPACITY_LINEAR.make_config({"d": "6,8", "seeds": "0,1,2", "ensemble": flag,
+                                           "train.steps": "200", "tolerance": "1.3"})
+        run_experiment(CAPACITY_LINEAR, cfg, out=tmp_path / flag, show_progress=False)
+        texts.append((tmp_path / flag / "metrics.jsonl").read_text())
+    assert texts[0] == texts[1] and texts[0].count('"search"') > 6
+
+
+def test_cli_sweep_refuses_bad_cells_and_extras_stay_optional(tmp_path, capsys):
+    from factlab.cli import main
+
+    assert main(["sweep", "capacity-linear", "d=8,1", "--out", str(tmp_path / "s")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "d=1" in err
+    assert main(["sweep", "capacity-linear", "--seeds", "3-1"]) == 2
+    with pytest.raises(SystemExit) as exc:  # argparse's own one-line error
+        main(["sweep", "capacity-linear", "d=8", "--launcher", "nope"])
+    assert exc.value.code == 2
+    code = ("import sys, factlab.cli, factlab.sweep, factlab.launchers, factlab.ensemble; "
+            "sys.exit(int(any(m in sys.modules for m in ('ray', 'submitit'))))")
+    assert subprocess.run([sys.executable, "-c", code]).returncode == 0
