@@ -106,8 +106,13 @@ def _cmd_bench(args: argparse.Namespace) -> int:
             raise ConfigError(f"bench: unknown benchmark {name!r}; available: {', '.join(known)}")
     status = 0
     for name in names:
-        cmd = [sys.executable, str(root / f"bench_{name}.py"), "--device", args.device]
-        if args.quick:
+        script = root / f"bench_{name}.py"
+        text = script.read_text()
+        common = "_common.parse_args" in text  # scripts on the shared argument parser
+        cmd = [sys.executable, str(script)]
+        if common or "--device" in text:
+            cmd += ["--device", args.device]
+        if args.quick and (common or "--quick" in text):
             cmd.append("--quick")
         print(f"== bench {name}", flush=True)
         status = max(status, subprocess.run(cmd).returncode)
