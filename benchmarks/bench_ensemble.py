@@ -23,8 +23,8 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from factlab.ensemble import train_memories_ensemble
-    from factlab.experiments.capacity import CAPACITY_LINEAR, CapacityConfig, train_memory
     from factlab.experiments.base import run_experiment
+    from factlab.experiments.capacity import CAPACITY_LINEAR, CapacityConfig, train_memory
 
     device = torch.device(args.device)
     _common.header("bench ensemble: stacked seeds vs a loop", args.device)
@@ -37,10 +37,11 @@ def main(argv: list[str] | None = None) -> int:
     for kind, d, width, n in sizes:
         for members in (2, 4, 8, 16):
             seeds = list(range(members))
-            loop = _common.timeit(lambda: [train_memory(kind, n, d, width, 0.1, s, cfg, device)
+            job = (kind, n, d, width, 0.1)
+            loop = _common.timeit(lambda: [train_memory(*job, s, cfg, device)  # noqa: B023
                                            for s in seeds], args.device, warmup=0, reps=3)
-            ens = _common.timeit(lambda: train_memories_ensemble(kind, n, d, width, 0.1, seeds,
-                                                                 cfg, device),
+            ens = _common.timeit(lambda: train_memories_ensemble(*job, seeds, cfg,  # noqa: B023
+                                                                 device),
                                  args.device, warmup=0, reps=3)
             per = members * steps
             print(_common.ratio_line(f"{kind} d={d} n={n} N={members}", per / ens, "loop",

@@ -17,8 +17,7 @@ import torch
 from factlab.config import ConfigError, ExperimentConfig, require
 from factlab.experiments.base import Experiment, RunContext, Verdict
 from factlab.runtime import make_generator
-from factlab.sweep import (expand_grid, parse_axis, parse_seeds, plan_sweep, read_table,
-                           run_sweep)
+from factlab.sweep import expand_grid, parse_axis, parse_seeds, plan_sweep, read_table, run_sweep
 
 HERE = Path(__file__).resolve().parent
 

@@ -25,13 +25,17 @@ import math
 from typing import Any, Callable, Generator, Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from factlab.train import DivergenceError, TrainConfig, TrainResult, lr_factor, make_optimizer
 
-__all__ = ["DivergenceError", "Ensemble", "train_ensemble", "train_memories_ensemble",
-           "capacity_rows_lockstep"]
+__all__ = [
+    "DivergenceError",
+    "Ensemble",
+    "capacity_rows_lockstep",
+    "train_ensemble",
+    "train_memories_ensemble",
+]
 
 
 class Ensemble:
