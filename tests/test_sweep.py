@@ -207,3 +207,31 @@ def test_cli_sweep_refuses_bad_cells_and_extras_stay_optional(tmp_path, capsys):
     code = ("import sys, factlab.cli, factlab.sweep, factlab.launchers, factlab.ensemble; "
             "sys.exit(int(any(m in sys.modules for m in ('ray', 'submitit'))))")
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
+
+
+def test_generic_vmap_ensemble_matches_separate_training():
+    """Ensemble(vmap) + train_ensemble on one-layer models = `train` per model (params)."""
+    import torch.nn.functional as F
+
+    from factlab.ensemble import Ensemble, train_ensemble
+    from factlab.models.one_layer import OneLayerConfig, OneLayerTransformer
+    from factlab.train import TrainConfig, train
+
+    cfg = OneLayerConfig(d_model=16, n_heads=2, d_head=4, d_mlp=8)
+    tcfg = TrainConfig(optimizer="adam", lr=0.01, steps=25, eval_every=5, grad_clip=1.0)
+    gen = torch.Generator().manual_seed(0)
+    tokens, labels = torch.randint(0, 20, (32, 6), generator=gen), torch.arange(32) % 12
+    make = lambda: [OneLayerTransformer(cfg, 20, 12, make_generator(s)) for s in range(3)]  # noqa: E731
+    ens = Ensemble(make())
+
+    def losses(step: int) -> torch.Tensor:
+        logits = ens(tokens)  # [3, 32, 12]
+        return torch.stack([F.cross_entropy(lg, labels) for lg in logits])
+
+    results = train_ensemble(ens.trainable(), losses, tcfg)
+    for i, model in enumerate(make()):
+        alone = train(model.parameters(), lambda step, m=model: F.cross_entropy(m(tokens), labels),
+                      tcfg, show_progress=False)
+        assert results[i].steps == alone.steps == 25
+        for name, p in model.named_parameters():
+            assert torch.allclose(ens.member_state(i)[name], p.detach(), atol=1e-5), name
