@@ -109,3 +109,15 @@ def test_tradeoff_verdict_tells_diagonal_from_axis_aligned():
     assert not verdict.holds and verdict.metrics["spearman"] == 0.0
     nothing = {(h, m): 0.2 for h in heads for m in widths}
     assert not judge_tradeoff(nothing, 16, 4).holds
+
+
+def test_recall_sequential_finds_the_hallucination_plateau(tmp_path):
+    """The paper's §8.5 run (smaller batch and test set): relation first, then subject."""
+    exp = get_experiment("recall-sequential")
+    cfg = exp.make_config({"train.batch_size": 256, "n_test": 1024})
+    summary = run_experiment(exp, cfg, tmp_path, show_progress=False)
+    m = summary["metrics"]
+    assert summary["holds"], summary["evidence"]
+    assert 1000 <= m["plateau_start"] < m["plateau_end"] <= 6000  # paper: ~1800-5000
+    assert m["final_acc"] == 1.0
+    assert (tmp_path / "model.safetensors").exists() and (tmp_path / "sequential.png").exists()

@@ -156,7 +156,7 @@ def figures(run_dir: Path) -> list[Path]:
             ax.set_xlabel("step")
         ax_l.set(ylabel="test loss (nats)", title="losses")
         ax_a.set(ylabel="test accuracy", title="accuracies", ylim=(0, 1.02))
-        ax_l.legend()
+        ax_l.legend(loc="center right")
         return [save_figure(fig, run_dir, "sequential")]
 
 

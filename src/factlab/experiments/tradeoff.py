@@ -19,8 +19,9 @@ from pathlib import Path
 
 import numpy as np
 
-from factlab.config import ExperimentConfig, require
+from factlab.config import ExperimentConfig, apply_overrides, flatten, require, to_dict
 from factlab.experiments.base import Experiment, RunContext, Verdict
+from factlab.launchers import make_launcher
 from factlab.models.one_layer import OneLayerConfig
 from factlab.recall import build_knowledge_base, train_factual_recall
 from factlab.report import paper_style, save_figure
@@ -40,14 +41,15 @@ class TradeoffConfig(ExperimentConfig):
     """Task A, the fixed model sizes, the (heads x width) grid and training."""
 
     task: RecallTaskConfig = dataclasses.field(default_factory=lambda: RecallTaskConfig(
-        n_subjects=16, n_relations=16, n_answers=8, n_noise=32, seq_len=16))
+        n_subjects=16, n_relations=16, n_answers=8, n_noise=32, seq_len=8))
     model: OneLayerConfig = dataclasses.field(default_factory=lambda: OneLayerConfig(
-        d_model=16, d_head=4))
-    heads: tuple[int, ...] = (1, 2, 4, 6, 8)
-    widths: tuple[int, ...] = (4, 8, 16, 32, 64)
+        d_model=32, d_head=8))
+    heads: tuple[int, ...] = (1, 2, 4, 8)
+    widths: tuple[int, ...] = (4, 16, 32, 64, 128)
     n_test: int = 1024
+    workers: int = 0  # cells train in this many single-thread processes; 0 = one per core
     train: TrainConfig = dataclasses.field(default_factory=lambda: TrainConfig(
-        optimizer="adamw", lr=1e-2, steps=1500, batch_size=512, eval_every=100,
+        optimizer="adamw", lr=1e-2, steps=2000, batch_size=512, eval_every=100,
         target_acc=THRESHOLD))
 
     def check(self) -> None:
@@ -56,24 +58,37 @@ class TradeoffConfig(ExperimentConfig):
         require(len(self.widths) >= 1 and min(self.widths) >= 0, "widths",
                 "every width must be >= 0")
         require(self.n_test >= 1, "n_test", "must be >= 1")
+        require(self.workers >= 0, "workers", "must be >= 0 (0 = one per core)")
+
+
+def train_cell(task: dict) -> dict:
+    """Train one (heads, width) cell; module-level so worker processes can run it."""
+    cfg = apply_overrides(TradeoffConfig(), flatten(task["config"]))
+    h, m = task["heads"], task["width"]
+    model_cfg = dataclasses.replace(cfg.model, n_heads=h, d_mlp=m)
+    _, result = train_factual_recall(cfg.task, model_cfg, cfg.train, derive_seed(cfg.seed, h, m),
+                                     task["device"], cfg.n_test,
+                                     kb=build_knowledge_base(cfg.task))
+    return {"acc": result.best_eval.get("acc", 0.0), "steps": result.steps,
+            "diverged": result.diverged}
 
 
 def run(cfg: TradeoffConfig, ctx: RunContext) -> Verdict:
-    """Train every grid cell and judge the frontier."""
-    kb = build_knowledge_base(cfg.task)
-    cells = [(h, m) for h in cfg.heads for m in cfg.widths]
-    acc = {}
-    for i, (h, m) in enumerate(progress(cells, total=len(cells), desc="recall-tradeoff",
-                                        enabled=ctx.show_progress)):
-        model_cfg = dataclasses.replace(cfg.model, n_heads=h, d_mlp=m)
-        _, result = train_factual_recall(cfg.task, model_cfg, cfg.train,
-                                         derive_seed(cfg.seed, h, m), ctx.device, cfg.n_test,
-                                         kb=kb)
-        acc[h, m] = result.best_eval.get("acc", 0.0)
-        d, dh = cfg.model.d_model, cfg.model.d_head
-        ctx.log(i, "grid", heads=h, width=m, attn_params=d * dh * h, mlp_params=d * m,
-                acc=acc[h, m], steps=result.steps, diverged=result.diverged)
-    return judge(acc, cfg.model.d_model, cfg.model.d_head)
+    """Train every grid cell (in parallel processes on CPU) and judge the frontier."""
+    tasks = [{"config": to_dict(cfg), "heads": h, "width": m, "device": str(ctx.device)}
+             for h in cfg.heads for m in cfg.widths]
+    serial = cfg.workers == 1 or ctx.device.type != "cpu"
+    launcher = make_launcher("serial" if serial else "local", cfg.workers or None)
+    results = {}
+    for task, res in progress(launcher.run(train_cell, tasks), total=len(tasks),
+                              desc="recall-tradeoff", enabled=ctx.show_progress):
+        if "acc" not in res:
+            raise RuntimeError(f"cell H={task['heads']} m={task['width']}: {res.get('error')}")
+        results[task["heads"], task["width"]] = res
+    d, dh = cfg.model.d_model, cfg.model.d_head
+    for i, ((h, m), res) in enumerate(sorted(results.items())):  # completion order varies
+        ctx.log(i, "grid", heads=h, width=m, attn_params=d * dh * h, mlp_params=d * m, **res)
+    return judge({k: r["acc"] for k, r in results.items()}, d, dh)
 
 
 def frontier(acc: dict[tuple[int, int], float]) -> dict[int, int]:
@@ -140,7 +155,7 @@ def figures(run_dir: Path) -> list[Path]:
         fx = [xs.index(d * dh * h) for h in front]
         fy = [ys.index(d * m) for m in front.values()]
         ax.plot(fx, fy, "w--o", ms=3, lw=1, label=f"frontier (acc >= {THRESHOLD})")
-        ax.set_xticks(range(len(xs)), [str(v) for v in xs], rotation=45)
+        ax.set_xticks(range(len(xs)), [str(v) for v in xs])
         ax.set_yticks(range(len(ys)), [str(v) for v in ys])
         ax.set(xlabel="attention parameters d d_h H", ylabel="MLP parameters d m",
                title=f"{cfg['task']['n_subjects'] * cfg['task']['n_relations']} facts")
