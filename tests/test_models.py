@@ -126,3 +126,21 @@ def test_linear_attention_matches_its_formula(gen):
     fresh = LinearAttentionRecall(9, 4)
     loss = F.cross_entropy(fresh(tokens), torch.tensor([0, 3]))
     assert abs(loss.item() - torch.log(torch.tensor(4.0)).item()) < 1e-4
+
+
+def test_stacked_weight_accessors_and_derived_circuits(gen):
+    model = OneLayerTransformer(OneLayerConfig(d_model=8, n_heads=2, d_head=4), 10, 5, gen)
+    assert model.W_Q.shape == (1, 2, 8, 4) and model.W_O.shape == (1, 2, 4, 8)
+    assert model.W_QK.shape == model.W_OV.shape == (1, 2, 8, 8)
+    tokens = torch.randint(0, 10, (3, 6), generator=gen)
+    _, cache = model.run_with_cache(tokens)
+    x = model.W_E[tokens]
+    scores = torch.einsum("bd,hde,bte->bht", x[:, -1], model.W_QK[0], x) / 2.0
+    assert torch.allclose(cache["blocks.0.attn.hook_attn_scores"][:, :, 0], scores, atol=1e-5)
+
+
+def test_memory_and_linear_attention_hook_names_are_frozen(gen):
+    assert LinearMemory(4, 3, 8, gen).hook_names == ["hook_embed", "hook_memory_out"]
+    assert MLPMemory(4, 3, 8, 6, gen).hook_names == ["hook_embed", "hook_pre", "hook_post"]
+    assert LinearAttentionRecall(5, 3).hook_names == ["blocks.0.attn.hook_attn_scores",
+                                                      "unembed.hook_out"]

@@ -137,6 +137,33 @@ class OneLayerTransformer(HookedModule):
     def n_params(self) -> int:
         return count_params(self.cfg)
 
+    # TransformerLens-style stacked weights: [n_layers, ...] with n_layers = 1.
+    @property
+    def W_Q(self) -> torch.Tensor:
+        return self.blocks[0].attn.W_Q[None]
+
+    @property
+    def W_K(self) -> torch.Tensor:
+        return self.blocks[0].attn.W_K[None]
+
+    @property
+    def W_V(self) -> torch.Tensor:
+        return self.blocks[0].attn.W_V[None]
+
+    @property
+    def W_O(self) -> torch.Tensor:
+        return self.blocks[0].attn.W_O[None]
+
+    @property
+    def W_QK(self) -> torch.Tensor:
+        """W_Q W_K^T per head, [1, H, d, d]: score = x_T W_QK x_t^T / sqrt(d_h)."""
+        return self.W_Q @ self.W_K.transpose(-1, -2)
+
+    @property
+    def W_OV(self) -> torch.Tensor:
+        """W_V W_O per head, [1, H, d, d]: what attending to x_t writes, x_t W_OV."""
+        return self.W_V @ self.W_O
+
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         x = self.hook_embed(self.W_E[tokens])
         y = self.blocks[0](x)
