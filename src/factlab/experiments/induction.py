@@ -49,9 +49,11 @@ HEAD_FRACTION = 0.5
 HEAD_DROP = 0.5
 # A memory probe "has risen" once it reaches 0.5 (random chance is 1/N or 1/T, under 0.02).
 PROBE_LEVEL = 0.5
-# induction-depth. Two layers must solve in-context positions (acc_end >= 0.6, well above the
-# 1/65 chance of uniform outputs) for the contrast to mean anything; one layer "fails" when its
-# acc_end stays <= 0.2 (it can only guess among context tokens: ~0.1 measured at init-level).
+# induction-depth. Two layers must solve in-context positions (acc_end >= 0.6, far above the
+# 1/65 chance of uniform outputs) for the contrast to mean anything. One layer has no
+# previous-token information, so it cannot tell which of the K outputs in the context belongs
+# to the current trigger; guessing among the K = 5 outputs gives 1/K = 0.2, so one layer
+# "fails" when its acc_end stays <= 0.2 (set before any run; frequency cues can beat it).
 TWO_LAYER_MIN = 0.6
 ONE_LAYER_MAX = 0.2
 # hijack-length. APE "degrades" when acc_end at the longest length is >= 0.2 below its value at
@@ -62,8 +64,9 @@ APE_DROP = 0.2
 RPE_FLAT = 0.1
 LEARNED_MIN = 0.5
 # hijack-prompts. The two named paths (induction + FFN) ignore the direct and layer-1 paths;
-# the claim holds when their argmax equals the model's argmax on >= 90% of the prompts of every
-# family (the remaining 10% allows near-ties where the dropped paths decide).
+# the claim holds when their preferred candidate among {o, (o2,) j*} is the model's preferred
+# candidate on >= 90% of the prompts of every family (the remaining 10% allows near-ties where
+# the dropped paths decide).
 AGREE_MIN = 0.9
 
 
@@ -312,7 +315,7 @@ def figures_induction_depth(run_dir: Path) -> list[Path]:
 class LengthConfig(InductionConfig):
     """Schemes to train at task.seq_len and the length multiples to evaluate at."""
 
-    schemes: tuple[str, ...] = ("ape_random", "rope1")
+    schemes: tuple[str, ...] = ("ape_random", "rope1", "rel_bias")
     factors: tuple[int, ...] = (1, 2, 4)
 
     def check(self) -> None:
@@ -367,17 +370,21 @@ def length_verdict(table: dict[str, dict[int, dict[str, float]]],
     lo, hi = min(factors), max(factors)
     drops = {s: table[s][lo]["acc_end"] - table[s][hi]["acc_end"] for s in table}
     ape = [s for s in table if s in ABSOLUTE]
-    rpe = [s for s in table if s not in ABSOLUTE]
+    learned = [s for s in table if s not in ABSOLUTE and table[s][lo]["acc_end"] >= LEARNED_MIN]
+    unlearned = [s for s in table if s not in ABSOLUTE and s not in learned]
     ape_ok = all(drops[s] >= APE_DROP for s in ape)
-    rpe_ok = all(drops[s] <= RPE_FLAT and table[s][lo]["acc_end"] >= LEARNED_MIN for s in rpe)
+    # an RPE model that never learned the task at 1x says nothing about length; it is reported
+    # as inconclusive, and at least one RPE model must have learned
+    rpe_ok = bool(learned) and all(drops[s] <= RPE_FLAT for s in learned)
     parts = [f"{s}: acc_end " + " / ".join(f"{table[s][f]['acc_end']:.2f}" for f in factors)
              + f" at {'x/'.join(str(f) for f in factors)}x (prev-token late "
              f"{table[s][hi]['prev_token_acc_late']:.2f})" for s in table]
     evidence = ("; ".join(parts) + f"; APE must drop >= {APE_DROP}, RPE <= {RPE_FLAT} "
-                f"(and reach {LEARNED_MIN} at {lo}x)")
+                f"(RPE below {LEARNED_MIN} at {lo}x is inconclusive: "
+                f"{', '.join(unlearned) or 'none'})")
     metrics = {"acc_end": {s: {str(f): table[s][f]["acc_end"] for f in factors} for s in table},
                "prev_token_acc_late": {s: table[s][hi]["prev_token_acc_late"] for s in table},
-               "drop": drops}
+               "drop": drops, "inconclusive": unlearned}
     return Verdict(ape_ok and rpe_ok, evidence, metrics)
 
 
@@ -412,9 +419,10 @@ def figures_hijack_length(run_dir: Path) -> list[Path]:
 class PromptsConfig(InductionConfig):
     """Models per scheme and the P1-P5 grids (lengths in tokens; paper sizes for T_train 256)."""
 
-    schemes: tuple[str, ...] = ("ape_random", "rope1")
+    schemes: tuple[str, ...] = ("ape_random", "rel_bias")
     n_prompts: int = 500  # per cell and model
     min_peak: float = 0.3  # q needs max_j π_b(j|q) >= min_peak
+    query_weights: str = "unigram"  # draw q ∝ π_u (the training trigger law) or "uniform"
     p1_len: int = 128
     p1_n: tuple[int, ...] = (1, 2, 4, 8)
     p2_lens: tuple[int, ...] = (64, 128, 256)
@@ -432,6 +440,8 @@ class PromptsConfig(InductionConfig):
         require(self.schemes and not bad, "schemes",
                 f"needs schemes from {', '.join(POS_SCHEMES)}")
         require(self.n_prompts >= 1, "n_prompts", "must be >= 1")
+        require(self.query_weights in ("unigram", "uniform"), "query_weights",
+                "must be 'unigram' or 'uniform'")
         require(len(self.p3_a) == len(self.p3_b), "p3_b", "must have as many entries as p3_a")
         longest = max(self.p1_len, self.p3_len, self.p5_len, *self.p2_lens, *self.p4_lens)
         require(self.model.max_len >= longest, "model.max_len", f"must be >= {longest}")
@@ -471,13 +481,18 @@ def score_prompts(model: TwoLayerModel, batch, T_train: int) -> dict[str, float]
     paths = path_logits(model, tokens)
     pred = paths["logits"].argmax(-1)
     o, o2, js = batch.o.to(device), batch.o2.to(device), batch.jstar.to(device)
-    two_path = (paths["induction"] + paths["ffn"]).argmax(-1)
     rows = torch.arange(len(pred), device=device)
+    # the decision among the candidates {o, (o2,) j*}: the model's logits vs the two paths
+    cand = torch.stack([o, js] + ([o2] if batch.n_o2 > 0 else []), 1)  # [n, C]
+    two = (paths["induction"] + paths["ffn"]).gather(1, cand).argmax(-1)
+    full = paths["logits"].gather(1, cand).argmax(-1)
+    two_path_all = (paths["induction"] + paths["ffn"]).argmax(-1)
     out = {
         "in_context_wins": float((pred == o).float().mean()),
         "o2_wins": float((pred == o2).float().mean()),
         "global_wins": float((pred == js).float().mean()),
-        "agreement": float((two_path == pred).float().mean()),
+        "agreement": float((cand[rows, two] == cand[rows, full]).float().mean()),
+        "agreement_all_tokens": float((two_path_all == pred).float().mean()),
         "induction_ablated_global": float((ablated_argmax(model, tokens, "induction") == js)
                                           .float().mean()),
         "ffn_ablated_in_context": float((ablated_argmax(model, tokens, "ffn") == o)
@@ -505,16 +520,20 @@ def run_hijack_prompts(cfg: PromptsConfig, ctx: RunContext) -> Verdict:
                               dataclasses.replace(cfg.model, pos=scheme))
         queries = peaked_queries(trained.stats, cfg.min_peak, trained.triggers)
         require(len(queries) > 0, "min_peak", "no query token has a peaked bigram row")
+        weights = (trained.stats.unigram[queries].float() if cfg.query_weights == "unigram"
+                   else None)
         for i, (family, label, kw) in enumerate(prompt_cells(cfg)):
             gen = make_generator(derive_seed(cfg.seed, "prompts", family, label))
-            batch = make_prompts(trained.stats, cfg.n_prompts, queries=queries, gen=gen, **kw)
+            batch = make_prompts(trained.stats, cfg.n_prompts, queries=queries,
+                                 query_weights=weights, gen=gen, **kw)
             m = score_prompts(trained.model, batch, cfg.task.seq_len)
             ctx.log(i, "prompts", scheme=scheme, family=family, cell=label, **m)
             per_family.setdefault(family, []).append(m["agreement"])
             wins.setdefault(f"{family}/{scheme}", []).append(m["in_context_wins"])
     agree = {f: sum(v) / len(v) for f, v in per_family.items()}
     holds = all(a >= AGREE_MIN for a in agree.values())
-    evidence = ("agreement of argmax(induction + FFN paths) with the model's choice: "
+    evidence = ("agreement of the induction + FFN paths with the model's choice among "
+                "{o, (o2,) j*}: "
                 + ", ".join(f"{f} {a:.2f}" for f, a in sorted(agree.items()))
                 + f" (needs >= {AGREE_MIN} each); in-context win rate: "
                 + ", ".join(f"{k} {sum(v) / len(v):.2f}" for k, v in sorted(wins.items())))

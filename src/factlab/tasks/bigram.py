@@ -230,17 +230,22 @@ def _random_slots(m: int, n_slots: int, k: int, gen: torch.Generator) -> torch.T
 def make_prompts(stats: BigramStats, m: int, L: int, n_o: int, n_o2: int = 0,
                  region: tuple[int, int] | None = None, distance: int | None = None,
                  o_is_jstar: bool = False, queries: torch.Tensor | None = None,
+                 query_weights: torch.Tensor | None = None,
                  gen: torch.Generator | None = None) -> PromptBatch:
     """m prompts of length L: filler, n_o pairs (q, o) and n_o2 pairs (q, o2), then q.
 
     Pairs occupy distinct aligned 2-slots inside `region` = [start, end) (default: the first
     half), or with `distance` a single pair (q, o) whose q sits `distance` positions before the
-    query. `o_is_jstar` sets o = j* (P3's "o₁ = j*" arm); otherwise o ∉ {q, j*}.
+    query. `o_is_jstar` sets o = j* (P3's "o₁ = j*" arm); otherwise o ∉ {q, j*}. q is drawn
+    from `queries` uniformly, or in proportion to `query_weights`.
     """
     gen = gen if gen is not None else torch.Generator().manual_seed(0)
     n = stats.n
     queries = peaked_queries(stats) if queries is None else queries
-    q = queries[torch.randint(len(queries), (m,), generator=gen)]
+    if query_weights is None:
+        q = queries[torch.randint(len(queries), (m,), generator=gen)]
+    else:
+        q = queries[torch.multinomial(query_weights.expand(m, -1), 1, True, generator=gen)[:, 0]]
     jstar = stats.bigram.argmax(1)[q]
     o = jstar.clone() if o_is_jstar else _draw_excluding(n, [q, jstar], gen)
     o2 = _draw_excluding(n, [q, jstar, o], gen) if n_o2 > 0 else torch.full_like(q, -1)
