@@ -105,8 +105,8 @@ def test_gpt_memorises_biographies(bios):
     x, y = pad_batch(entries, None, bios.stoi[PAD])
     model = GPT(GPTConfig(d_model=48, n_layers=2, n_heads=4, n_ctx=x.shape[1],
                           d_vocab=len(bios.vocab)), torch.Generator().manual_seed(0))
-    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
-    for _ in range(150):
+    opt = torch.optim.Adam(model.parameters(), lr=5e-3)
+    for _ in range(100):
         loss = torch.nn.functional.cross_entropy(model(x).flatten(0, 1), y.flatten(),
                                                  ignore_index=-100)
         opt.zero_grad()
@@ -121,11 +121,11 @@ def test_bios_experiment_small_run(tmp_path):
     from factlab.experiments.realmodels import BIOS, BIOS_GAP
 
     cfg = BIOS.make_config({
-        "bios.n_people": 24, "bios.n_first": 6, "bios.n_middle": 6, "bios.n_last": 6,
+        "bios.n_people": 16, "bios.n_first": 6, "bios.n_middle": 6, "bios.n_last": 6,
         "bios.n_cities": 6, "bios.n_universities": 6, "bios.n_majors": 6, "bios.n_employers": 6,
         "bios.n_years": 10, "model.d_model": 32, "model.n_layers": 2,
-        "pretrain.steps": 150, "pretrain.lr": 3e-3, "pretrain.eval_every": 75,
-        "qa.steps": 150, "qa.lr": 3e-3, "qa.eval_every": 150})
+        "pretrain.steps": 80, "pretrain.lr": 3e-3, "pretrain.eval_every": 40,
+        "qa.steps": 100, "qa.lr": 3e-3, "qa.eval_every": 100})
     summary = run_experiment(BIOS, cfg, out=tmp_path / "run", show_progress=False)
     res = summary["metrics"]["results"]
     assert set(res) == {"single", "multi5+permute"}

@@ -190,7 +190,8 @@ class HFModel:
 
             handles.append(module.register_forward_hook(save))
         try:
-            logits = self.model(tokens.to(self.device), attention_mask=attention_mask,
+            mask = None if attention_mask is None else attention_mask.to(self.device)
+            logits = self.model(tokens.to(self.device), attention_mask=mask,
                                 use_cache=False).logits
         finally:
             for handle in handles:

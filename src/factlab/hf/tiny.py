@@ -56,3 +56,34 @@ def build_tiny_checkpoint(path: str | Path, texts: Iterable[str],
     model.save_pretrained(path)
     tokenizer.save_pretrained(path)
     return path
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m factlab.hf.tiny OUT [gpt2|llama] [DATA]``: a tiny checkpoint for smoke runs."""
+    import sys
+
+    from factlab.hf.popqa import load_popqa
+    from factlab.hf.protocol import protocol_texts
+
+    args = sys.argv[1:] if argv is None else argv
+    if not args or args[0].startswith("-"):
+        print(main.__doc__)
+        return 2
+    arch = args[1] if len(args) > 1 else "gpt2"
+    if arch not in ("gpt2", "llama"):
+        print(f"arch must be gpt2 or llama, got {arch!r}")
+        return 2
+    if len(args) > 2:
+        rows = load_popqa(args[2])
+    else:
+        from factlab.experiments.realmodels import fixture_path
+
+        rows = load_popqa(fixture_path())
+    path = build_tiny_checkpoint(args[0], protocol_texts(rows), arch=arch,
+                                 n_heads=2 if arch == "gpt2" else 4)
+    print(path)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
