@@ -15,7 +15,8 @@ only the factors train. A and B stay exposed (`lora_factors`) for analysis.
 from __future__ import annotations
 
 import math
-from typing import Iterable, Literal
+from collections.abc import Iterable
+from typing import Literal
 
 import torch
 from torch import nn
