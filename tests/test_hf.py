@@ -206,6 +206,8 @@ def test_popqa_extraction_end_to_end(tiny, tmp_path, arch, finetune):
     assert m["retention_acc"] >= 0.5  # continued pre-training stored held-out statements
     assert m["train_qa_acc"] >= 0.8  # Q&A fine-tuning fits the covered P_train questions
     assert 0 <= m["test_acc_covered"] <= 1 and 0 <= m["test_acc_uncovered"] <= 1
+    # retained but inaccessible: retention is high and held-out Q&A is not, so this is > 0
+    assert 0 < m["inaccessible_uncovered"] <= 1
     n_params = sum(p.numel() for p in torch.nn.Module.parameters(_load(tiny[arch])))
     if finetune == "lora":
         assert m["trainable_params"] < 0.2 * n_params

@@ -120,6 +120,7 @@ def run_popqa(cfg: PopQAExtractionConfig, ctx: RunContext) -> Verdict:
         ctx.log(0, "eval", stage="base_fewshot", acc=metrics["fewshot_base_acc"],
                 acc_norm=P.mean(res["correct_norm"]))
 
+    retained: list[bool] = []
     # 1-2. continued pre-training on K statements of every fact (all subjects)
     if cfg.K > 0:
         J = P.fact_templates(len(rows), cfg.K, make_generator(derive_seed(cfg.seed, "J")))
@@ -130,7 +131,8 @@ def run_popqa(cfg: PopQAExtractionConfig, ctx: RunContext) -> Verdict:
         # retained? complete the first statement of each held-out fact
         prefixes = [P.declarative(rows[i], J[i, 0].item())[0] for i in split.test]
         res = P.evaluate_qa(net, hf, test_rows, prefixes, cfg.max_new_tokens)
-        metrics["retention_acc"] = P.mean(res["correct"])
+        retained = res["correct"]
+        metrics["retention_acc"] = P.mean(retained)
         ctx.log(cfg.pretrain.steps, "eval", stage="retention", acc=metrics["retention_acc"],
                 acc_norm=P.mean(res["correct_norm"]))
 
@@ -164,6 +166,10 @@ def run_popqa(cfg: PopQAExtractionConfig, ctx: RunContext) -> Verdict:
         test_acc=P.mean(ok), test_acc_norm=P.mean(ok_norm),
         test_acc_covered=P.mean(pick(ok, True)), test_acc_uncovered=P.mean(pick(ok, False)),
         n_test_covered=sum(covered), n_test_uncovered=len(covered) - sum(covered))
+    if retained:  # the stylised hallucination: statement retained, question answered wrong
+        for flag, name in ((True, "covered"), (False, "uncovered")):
+            kept = [not o for o, r, c in zip(ok, retained, covered) if r and c == flag]
+            metrics[f"inaccessible_{name}"] = P.mean(kept)
     ctx.log(cfg.qa.steps, "eval", stage="qa_after", acc=metrics["test_acc"],
             acc_norm=metrics["test_acc_norm"], acc_covered=metrics["test_acc_covered"],
             acc_uncovered=metrics["test_acc_uncovered"])
@@ -340,8 +346,8 @@ def _train_seq(model, x: torch.Tensor, y: torch.Tensor, tcfg: TrainConfig, seed:
         return _lm_loss(model, xb[:, :width].to(ctx.device), yb[:, :width].to(ctx.device))
 
     def on_eval(step: int, metrics: dict[str, float]) -> None:
-        if "train_loss" in metrics or len(metrics) > 1:
-            ctx.log(step, split, augment=aug, **{k: v for k, v in metrics.items()})
+        if metrics:
+            ctx.log(step, split, augment=aug, **metrics)
 
     result = train(model.parameters(), loss_fn, tcfg, eval_fn, on_eval,
                    show_progress=ctx.show_progress, desc=f"{split} {aug}")
