@@ -7,8 +7,17 @@ import torch
 
 from factlab.cli import main
 from factlab.models.gpt import GPT, GPTConfig
-from factlab.tasks.bios import (ATTRIBUTES, BOS, EOS, PAD, Bios, BiosConfig, pad_batch,
-                                parse_augment, qa_batch)
+from factlab.tasks.bios import (
+    ATTRIBUTES,
+    BOS,
+    EOS,
+    PAD,
+    Bios,
+    BiosConfig,
+    pad_batch,
+    parse_augment,
+    qa_batch,
+)
 
 SMALL = BiosConfig(n_people=40, n_first=10, n_middle=10, n_last=10, n_cities=12,
                    n_universities=9, n_majors=8, n_employers=10, n_templates=12, n_years=30)

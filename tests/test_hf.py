@@ -17,10 +17,16 @@ import torch
 from factlab.cli import main
 from factlab.config import ConfigError
 from factlab.experiments.realmodels import fixture_path
-from factlab.hf.popqa import (COLUMNS, TEMPLATES, first_line, is_correct, is_correct_normalised,
-                              load_popqa, parse_answers)
+from factlab.hf.popqa import (
+    COLUMNS,
+    TEMPLATES,
+    first_line,
+    is_correct,
+    is_correct_normalised,
+    load_popqa,
+    parse_answers,
+)
 from factlab.store import iter_jsonl
-
 
 # ---------------------------------------------------------------- PopQA loader and scoring
 
@@ -121,7 +127,7 @@ def test_importing_factlab_does_not_import_transformers():
             "factlab.experiments.realmodels; from factlab.experiments import all_experiments; "
             "all_experiments(); sys.exit(int('transformers' in sys.modules or "
             "'peft' in sys.modules))")
-    assert subprocess.run([sys.executable, "-c", code]).returncode == 0
+    assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0
 
 
 # ---------------------------------------------------------------- tiny HF checkpoints

@@ -376,7 +376,7 @@ def run_bios(cfg: BiosExperimentConfig, ctx: RunContext) -> Verdict:
         model = GPT(mcfg, make_generator(derive_seed(cfg.seed, "init", aug))).to(ctx.device)
         first_x, first_y = x[: min(len(entries), 512)], y[: min(len(entries), 512)]
 
-        def bio_eval() -> dict[str, float]:
+        def bio_eval(model=model, first_x=first_x, first_y=first_y) -> dict[str, float]:
             with torch.no_grad():
                 model.eval()
                 logits = model(first_x.to(ctx.device))

@@ -220,7 +220,7 @@ def load_causal_lm(path: str | Path, device: str | torch.device = "cpu",
                           f"{_first_line(err)}") from None
     try:
         tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
-    except Exception as err:  # noqa: BLE001
+    except Exception as err:  # noqa: BLE001 - any tokenizer failure too
         raise ConfigError(f"model: cannot load the tokenizer from {str(path)!r}: "
                           f"{_first_line(err)}") from None
     if tokenizer.pad_token is None:  # GPT-2 and Llama ship none; batching needs one

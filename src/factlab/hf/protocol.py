@@ -22,8 +22,14 @@ from typing import Any, Callable, Sequence
 import torch
 
 from factlab.hf.model import HFModel
-from factlab.hf.popqa import (PopQARow, first_line, few_shot_prompt, is_correct,
-                              is_correct_normalised, qa_prompt)
+from factlab.hf.popqa import (
+    PopQARow,
+    few_shot_prompt,
+    first_line,
+    is_correct,
+    is_correct_normalised,
+    qa_prompt,
+)
 from factlab.runtime import make_generator
 from factlab.train import TrainConfig, train
 
