@@ -247,3 +247,13 @@ def test_experiment_runs_and_is_deterministic(tmp_path):
         (tmp_path / "b" / "metrics.jsonl").read_text()
     assert isinstance(a["holds"], bool) and "one layer" in a["evidence"]
     assert (tmp_path / "a" / "depth.png").exists()
+
+
+def test_path_metrics_on_construction(stats, built):
+    from factlab.probes.induction import path_metrics
+
+    x, y, outs = sample_batch(stats, 8, 128, K=5, gen=torch.Generator().manual_seed(10))
+    m = path_metrics(built, x, y, outs)
+    assert m["logit_induction_head"] > 50  # the copy margin of the built W_O2 (100)
+    assert abs(m["logit_direct_head"]) < 5
+    assert "logit_ffn_head" not in m  # no FFN in this model

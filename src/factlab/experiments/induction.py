@@ -29,7 +29,7 @@ from factlab.models.attention import ABSOLUTE, POS_SCHEMES, RELATIVE
 from factlab.models.two_layer import TwoLayerConfig, TwoLayerModel
 from factlab.probes.induction import (ablated_argmax, data_metrics, forward_with_patterns,
                                       loss_metrics, memory_metrics, norm_metrics, path_logits,
-                                      prev_token_acc)
+                                      path_metrics, prev_token_acc)
 from factlab.report import paper_style, save_figure
 from factlab.runtime import derive_seed, make_generator
 from factlab.store import iter_jsonl
@@ -144,6 +144,7 @@ def train_model(cfg: InductionConfig, ctx: RunContext, tag: str,
     @torch.no_grad()
     def eval_fn() -> dict[str, float]:
         out = data_metrics(model, xt, yt, ot)
+        out.update(path_metrics(model, xt, yt, ot))
         out.update(memory_metrics(model, bigram, triggers, T=min(T, 256)))
         A1 = forward_with_patterns(model, pure)[1]
         out["prev_token_bigram_acc"] = prev_token_acc(A1)  # rope1's analogue of wk0
@@ -246,7 +247,7 @@ def figures_induction_head(run_dir: Path) -> list[Path]:
     with paper_style():
         import matplotlib.pyplot as plt
 
-        fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(6.5, 2.4))
+        fig, (ax1, ax2, ax3) = plt.subplots(1, 3, figsize=(9.5, 2.4))
         for key, label in (("loss_bigram", "bigram (outs=0)"), ("loss_head", "in-context (outs>=2)")):
             ax1.plot(steps, [r[key] for r in rows], label=label)
         if floor is not None:
@@ -260,6 +261,15 @@ def figures_induction_head(run_dir: Path) -> list[Path]:
             ax2.plot(steps, vals, label=key, ls=":" if key == "ff1_loss" else "-")
         ax2.set(xlabel="iteration", ylabel="probe")
         ax2.legend()
+        for key, label in (("logit_induction_head", "induction path, outs>=2"),
+                           ("logit_ffn_head", "FFN path, outs>=2"),
+                           ("logit_induction_bigram", "induction path, outs=0"),
+                           ("logit_ffn_bigram", "FFN path, outs=0")):
+            if key in rows[0]:
+                ax3.plot(steps, [r[key] for r in rows], label=label,
+                         ls="-" if key.endswith("head") else "--")
+        ax3.set(xlabel="iteration", ylabel="centred logit of the target")
+        ax3.legend()
         return [save_figure(fig, run_dir, "probes")]
 
 
@@ -582,9 +592,6 @@ _QUICK: dict[str, Any] = {}
 _PAPER = {"model.d_model": 256, "task.seq_len": 256, "train.optimizer": "sgd", "train.lr": 0.2,
           "train.momentum": 0.9, "train.weight_decay": 1e-4, "train.batch_size": 512,
           "train.steps": 3000, "train.eval_every": 5, "eval_batch": 512}
-# Birth Fig. 3 (spec §4 birth_fig3): fixed triggers, no FFN, loss on outs >= 2, SGD lr 0.03.
-_BIRTH_FIG3 = {**_PAPER, "task.fixed_triggers": True, "model.final_ffn": "none",
-               "loss_on": "head", "train.lr": 0.03, "train.steps": 1000}
 
 INDUCTION_HEAD = Experiment(
     name="induction-head",

@@ -183,6 +183,31 @@ def path_logits(model: TwoLayerModel, tokens: torch.Tensor) -> dict[str, torch.T
 
 
 @torch.no_grad()
+def path_metrics(model: TwoLayerModel, x: torch.Tensor, y: torch.Tensor,
+                 outs: torch.Tensor) -> dict[str, float]:
+    """The §6.1 decomposition over a batch, for logging during training.
+
+    logit_<path>_head / _bigram: the path's logit of the target y_t, centred over the vocabulary,
+    averaged over in-context (outs >= 2) or bigram (outs = 0) positions.
+    """
+    _, cache = model.run_with_cache(x)
+    n = len(model.blocks)
+    names = {"direct": "blocks.0.hook_resid_pre", "induction": f"blocks.{n - 1}.hook_attn_out",
+             "ffn": f"blocks.{n - 1}.hook_mlp_out"}
+    if n == 2:
+        names["layer1"] = "blocks.0.hook_attn_out"
+    out: dict[str, float] = {}
+    for path, name in names.items():
+        if name not in cache:
+            continue
+        logits = cache[name] @ model.W_U  # [B, T, N]
+        target = logits.gather(-1, y[..., None])[..., 0] - logits.mean(-1)
+        out[f"logit_{path}_head"] = _mean(target, outs >= 2)
+        out[f"logit_{path}_bigram"] = _mean(target, outs == 0)
+    return out
+
+
+@torch.no_grad()
 def ablated_argmax(model: TwoLayerModel, tokens: torch.Tensor, path: str) -> torch.Tensor:
     """Argmax [B] at the last position after zeroing one path and re-running ("total effect")."""
     n = len(model.blocks)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+from pathlib import Path
 from typing import Literal
 
 import torch
@@ -40,6 +41,8 @@ class TriggerTaskConfig:
         require(self.n_triggers >= 0, "n_triggers", f"must be >= 0, got {self.n_triggers}")
         require(self.trigger_offset >= 0, "trigger_offset", "must be >= 0")
         require(self.test_batch >= 1, "test_batch", "must be >= 1")
+        require(self.stats == "shakespeare" or Path(self.stats).is_file(), "stats",
+                f"no such file {self.stats!r} (use 'shakespeare', a counts .json or a text file)")
 
 
 def pool_mask(n: int, pool: str, device: torch.device | str = "cpu") -> torch.Tensor:
