@@ -511,6 +511,8 @@ def score_prompts(model: TwoLayerModel, batch, T_train: int) -> dict[str, float]
     out["other_wins"] = 1.0 - out["in_context_wins"] - out["o2_wins"] - out["global_wins"]
     if bool((o == js).all()):
         out["other_wins"] = 1.0 - out["in_context_wins"] - out["o2_wins"]
+    # the share of the FFN path's logit of o that a linear FFN relays from the induction output
+    out["ffn_of_induction_logit_o"] = float(paths["ffn_of_induction"][rows, o].mean())
     for name in ("induction", "ffn", "direct", "layer1"):
         out[f"{name}_logit_o"] = float(paths[name][rows, o].mean())
         out[f"{name}_logit_jstar"] = float(paths[name][rows, js].mean())

@@ -169,6 +169,8 @@ def path_logits(model: TwoLayerModel, tokens: torch.Tensor) -> dict[str, torch.T
 
     direct = W_U h⁰_T, layer1 = W_U W_O¹ a¹_T, induction = W_U W_O² a²_T (the single layer of a
     one-layer model), ffn = W_U FFN(h²_T) (zeros without an FFN). They sum to the logits.
+    `ffn_of_induction` = W_U W_F a²_T is the share of `ffn` that a linear FFN relays from the
+    induction output (zeros otherwise); it is part of `ffn`, not an extra term.
     """
     logits, cache = model.run_with_cache(tokens)
     W_U = model.W_U
@@ -179,6 +181,11 @@ def path_logits(model: TwoLayerModel, tokens: torch.Tensor) -> dict[str, torch.T
     out["induction"] = cache[f"blocks.{n - 1}.hook_attn_out"][:, -1] @ W_U
     mlp = f"blocks.{n - 1}.hook_mlp_out"
     out["ffn"] = cache[mlp][:, -1] @ W_U if mlp in cache else torch.zeros_like(out["direct"])
+    # a linear FFN splits further: the part it relays from the induction output, W_U W_F a²
+    ffn = model.blocks[-1].mlp
+    out["ffn_of_induction"] = torch.zeros_like(out["direct"])
+    if ffn is not None and ffn.kind == "linear":
+        out["ffn_of_induction"] = ffn(cache[f"blocks.{n - 1}.hook_attn_out"][:, -1]) @ W_U
     return out
 
 
@@ -204,6 +211,11 @@ def path_metrics(model: TwoLayerModel, x: torch.Tensor, y: torch.Tensor,
         target = logits.gather(-1, y[..., None])[..., 0] - logits.mean(-1)
         out[f"logit_{path}_head"] = _mean(target, outs >= 2)
         out[f"logit_{path}_bigram"] = _mean(target, outs == 0)
+    ffn = model.blocks[-1].mlp
+    if ffn is not None and ffn.kind == "linear":  # the FFN's relay of the induction output
+        logits = ffn(cache[names["induction"]]) @ model.W_U
+        target = logits.gather(-1, y[..., None])[..., 0] - logits.mean(-1)
+        out["logit_ffn_of_induction_head"] = _mean(target, outs >= 2)
     return out
 
 
