@@ -70,7 +70,7 @@ def main() -> None:
     parser.add_argument("--B", type=int, default=512)
     parser.add_argument("--T", type=int, default=256)
     parser.add_argument("--K", type=int, default=5)
-    parser.add_argument("--baseline-B", type=int, default=64, help="sequences for the baseline")
+    parser.add_argument("--baseline-B", type=int, default=512, help="sequences for the baseline")
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
     torch.set_num_threads(1)
