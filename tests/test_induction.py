@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 
 import pytest
@@ -11,8 +10,12 @@ import torch
 from factlab.bigrams import load_stats, stats_from_text
 from factlab.config import ConfigError
 from factlab.models.two_layer import TwoLayerConfig, TwoLayerModel, reference_construction
-from factlab.probes.induction import (data_metrics, memory_metrics, path_logits,
-                                      prev_token_acc, forward_with_patterns)
+from factlab.probes.induction import (
+    data_metrics,
+    memory_metrics,
+    path_logits,
+    prev_token_acc,
+)
 from factlab.tasks.bigram import make_prompts, peaked_queries, sample_batch
 
 

@@ -27,14 +27,27 @@ from factlab.config import ExperimentConfig, require
 from factlab.experiments.base import Experiment, RunContext, Verdict
 from factlab.models.attention import ABSOLUTE, POS_SCHEMES, RELATIVE
 from factlab.models.two_layer import TwoLayerConfig, TwoLayerModel
-from factlab.probes.induction import (ablated_argmax, data_metrics, forward_with_patterns,
-                                      loss_metrics, memory_metrics, norm_metrics, path_logits,
-                                      path_metrics, prev_token_acc)
+from factlab.probes.induction import (
+    ablated_argmax,
+    data_metrics,
+    forward_with_patterns,
+    loss_metrics,
+    memory_metrics,
+    norm_metrics,
+    path_logits,
+    path_metrics,
+    prev_token_acc,
+)
 from factlab.report import paper_style, save_figure
 from factlab.runtime import derive_seed, make_generator
 from factlab.store import iter_jsonl
-from factlab.tasks.bigram import (TriggerTaskConfig, make_prompts, peaked_queries,
-                                  sample_batch, sample_from_config)
+from factlab.tasks.bigram import (
+    TriggerTaskConfig,
+    make_prompts,
+    peaked_queries,
+    sample_batch,
+    sample_from_config,
+)
 from factlab.train import TrainConfig, train
 
 # induction-head. "Early" compares times to a fraction of each loss's own total decrease, so it
@@ -460,7 +473,7 @@ class PromptsConfig(InductionConfig):
         require(max(a + b for a, b in zip(self.p3_a, self.p3_b)) <= (self.p3_len // 2) // 2,
                 "p3_a", "too many evidence pairs for the first half of p3_len")
         require(all(2 <= dd < self.p5_len - 1 for dd in self.p5_dist), "p5_dist",
-                f"every distance must be in [2, p5_len - 2]")
+                "every distance must be in [2, p5_len - 2]")
         require(self.p4_region >= 4 and self.p4_region <= min(self.p4_lens) - 2, "p4_region",
                 "must be in [4, min(p4_lens) - 2]")
 

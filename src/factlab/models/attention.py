@@ -57,7 +57,7 @@ def positional_table(scheme: str, T_max: int, d: int, gen: torch.Generator,
 
 def rotate(x: torch.Tensor, theta: float = 10000.0) -> torch.Tensor:
     """RoPE over the sequence axis: x [B, T, d] (d even) rotated by angle t·θ^{-2i/d} per pair."""
-    B, T, d = x.shape
+    T, d = x.shape[1], x.shape[2]
     freq = theta ** (-torch.arange(0, d, 2, device=x.device, dtype=x.dtype) / d)  # [d/2]
     ang = torch.arange(T, device=x.device, dtype=x.dtype)[:, None] * freq  # [T, d/2]
     cos, sin = ang.cos(), ang.sin()
@@ -110,7 +110,7 @@ class BilinearAttention(nn.Module):
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
         """h [B, T, d] -> attention output [B, T, d] (before the residual)."""
-        B, T, d = h.shape
+        T = h.shape[1]
         q = h  # identity query map
         k = h @ self.W_K.T  # k_s = W_K h_s
         if self.pos == "rope1":

@@ -26,8 +26,13 @@ import torch
 from torch import nn
 
 from factlab.config import require
-from factlab.models.attention import ABSOLUTE, POS_SCHEMES, BilinearAttention, \
-    positional_table, uniform_matrix
+from factlab.models.attention import (
+    ABSOLUTE,
+    POS_SCHEMES,
+    BilinearAttention,
+    positional_table,
+    uniform_matrix,
+)
 from factlab.models.hooks import HookedModule, HookPoint
 
 

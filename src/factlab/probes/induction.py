@@ -25,7 +25,7 @@ def _mean(values: torch.Tensor, mask: torch.Tensor) -> float:
 def forward_with_patterns(model: TwoLayerModel, x: torch.Tensor):
     """(logits [B,T,N], A¹ pattern [B,T,T], last-layer pattern [B,T,T])."""
     last = len(model.blocks) - 1
-    names = [f"blocks.0.attn.hook_pattern", f"blocks.{last}.attn.hook_pattern"]
+    names = ["blocks.0.attn.hook_pattern", f"blocks.{last}.attn.hook_pattern"]
     logits, cache = model.run_with_cache(x, names_filter=names)
     return logits, cache[names[0]][:, 0], cache[names[1]][:, 0]
 
