@@ -25,9 +25,10 @@ def main(argv: list[str] | None = None) -> int:
 
     n = args.workers or physical_cores()
     args.rounds = args.rounds or (1 if args.quick else 2)
-    grid = ["d=6,8,10", "seeds=[0]", "tolerance=1.3",
-            f"train.steps={300 if args.quick else 800}"]
-    seeds = "0-1" if args.quick else "0-3"
+    # full mode: 8 cells of ~5-15 s each, so worker start-up and figures are amortised
+    grid = (["d=6,8,10", "seeds=[0]", "tolerance=1.3", "train.steps=300"] if args.quick
+            else ["d=8,11,16,22", "seeds=[0]", "tolerance=1.1"])
+    seeds = "0-1"
     _common.header(f"bench sweep: {args.experiment} {' '.join(grid)} --seeds {seeds}, "
                    f"1 vs {n} workers", "cpu")
     times: dict[int, float] = {}
