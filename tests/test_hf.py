@@ -232,3 +232,16 @@ def _load(path):
     from factlab.hf.model import load_causal_lm
 
     return load_causal_lm(path).model
+
+
+def test_popqa_extraction_is_a_pure_function_of_its_config(tiny, tmp_path):
+    from factlab.experiments.base import run_experiment
+    from factlab.experiments.realmodels import POPQA_EXTRACTION
+
+    cfg = POPQA_EXTRACTION.make_config({"model": str(tiny["gpt2"]), "finetune": "lora",
+                                        "fewshot_k": 0, "pretrain.steps": 20, "qa.steps": 20,
+                                        "pretrain.eval_every": 10, "max_new_tokens": 4})
+    for name in ("a", "b"):
+        run_experiment(POPQA_EXTRACTION, cfg, out=tmp_path / name, show_progress=False)
+    first = (tmp_path / "a" / "metrics.jsonl").read_text()
+    assert first and first == (tmp_path / "b" / "metrics.jsonl").read_text()

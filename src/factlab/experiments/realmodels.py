@@ -238,7 +238,8 @@ def popqa_figures(run_dir: Path) -> list[Path]:
                 labels.append(r["stage"].replace("_", "\n"))
                 values.append(r["acc"])
         ax.bar(range(len(values)), values, color="tab:blue")
-        ax.set_xticks(range(len(values)), labels, fontsize=6)
+        ax.set_xticks(range(len(values)), [t.replace("\n", " ") for t in labels], fontsize=6,
+                      rotation=30, ha="right")
         ax.set(ylim=(0, 1), ylabel="accuracy (PopQA rule)", title="popqa-extraction")
         out.append(save_figure(fig, run_dir, "stages"))
         if bins:
