@@ -279,11 +279,12 @@ def finetune(model: OneLayerTransformer, corpus: Corpus, cfg: ExtractionConfig, 
             return F.cross_entropy(model(tokens_ft[idx]), labels_ft[idx])
 
         def eval_fn() -> dict[str, float]:
-            m = test_metrics(model, corpus, seed, device, cfg.confidence)
-            return {k: v for k, v in m.items()}
+            return test_metrics(model, corpus, seed, device, cfg.confidence)
 
+        # curves only when someone logs them; the final test below runs either way
         result = train([p for p in model.parameters() if p.requires_grad], loss_fn, tcfg,
-                       eval_fn, on_eval=(lambda step, m: log(step, m)) if log else None,
+                       eval_fn if log else None,
+                       on_eval=(lambda step, m: log(step, m)) if log else None,
                        show_progress=show_progress, desc="finetune")
         result.raise_if_diverged()
         out["finetune_steps"] = result.steps
