@@ -245,3 +245,29 @@ def test_popqa_extraction_is_a_pure_function_of_its_config(tiny, tmp_path):
         run_experiment(POPQA_EXTRACTION, cfg, out=tmp_path / name, show_progress=False)
     first = (tmp_path / "a" / "metrics.jsonl").read_text()
     assert first and first == (tmp_path / "b" / "metrics.jsonl").read_text()
+
+
+def test_run_with_hooks_can_read_and_replace_activations(tiny):
+    from factlab.hf.model import load_causal_lm
+
+    hf = load_causal_lm(tiny["llama"])
+    tokens = hf.tokenizer(["Q: What color is Qelothqel? A: teal"], return_tensors="pt")["input_ids"]
+    with torch.no_grad():
+        clean, cache = hf.run_with_cache(tokens)
+        seen = {}
+
+        def record(x, hook):
+            seen[hook.name] = x  # returns None: the activation is kept
+
+        same = hf.run_with_hooks(tokens, [("blocks.1.hook_mlp_out", record)])
+        torch.testing.assert_close(same, clean)
+        torch.testing.assert_close(seen["blocks.1.hook_mlp_out"], cache["blocks.1.hook_mlp_out"])
+        ablated = hf.run_with_hooks(tokens, [("blocks.1.hook_mlp_out", lambda x, hook: 0 * x)])
+        assert not torch.allclose(ablated, clean)
+        # zeroing the last block's MLP output equals removing it from the final residual
+        resid = cache["blocks.1.hook_resid_post"] - cache["blocks.1.hook_mlp_out"]
+        fixed = hf.run_with_hooks(tokens, [("blocks.1.hook_resid_pre",
+                                            lambda x, hook: cache["blocks.1.hook_resid_pre"])])
+        torch.testing.assert_close(fixed, clean)
+        final = hf.model.model.norm(resid) @ hf.model.lm_head.weight.T
+        torch.testing.assert_close(ablated, final)

@@ -124,6 +124,12 @@ class HFModel:
         self.device = device
         self.layout = _find_layout(model)
 
+    def run_with_hooks(self, tokens: torch.Tensor,
+                       fwd_hooks: Sequence[tuple[str, Callable[..., torch.Tensor | None]]] = (),
+                       attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """One forward pass with temporary hooks (see the module-level `run_with_hooks`)."""
+        return run_with_hooks(self, tokens, fwd_hooks, attention_mask)
+
     @property
     def n_layers(self) -> int:
         return len(self.layout.blocks)
@@ -199,6 +205,68 @@ class HFModel:
         if "unembed.hook_out" in wanted:
             cache["unembed.hook_out"] = logits.detach()
         return logits, cache
+
+
+class _HookRef:
+    """What a hook function sees as `hook`: an object with the hook's `name`."""
+
+    def __init__(self, name: str):
+        self.name = name
+
+
+def _replace_output(output: Any, new: torch.Tensor) -> Any:
+    if isinstance(output, torch.Tensor):
+        return new
+    return (new, *output[1:])
+
+
+def run_with_hooks(hf: HFModel, tokens: torch.Tensor,
+                   fwd_hooks: Sequence[tuple[str, Callable[..., torch.Tensor | None]]] = (),
+                   attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+    """One forward pass with `fn(activation, *, hook)` hooks; a returned tensor replaces it.
+
+    `blocks.{l}.hook_resid_pre` replaces the block's input; the other residual-stream hooks
+    replace the module's output. Attention patterns are read-only here (HF computes the
+    attention output inside the module), so a hook on `hook_pattern` must return None.
+    """
+    modules = hf._modules()
+    handles = []
+    post: list[tuple[str, Callable]] = []
+    for name, fn in fwd_hooks:
+        if name == "unembed.hook_out":
+            post.append((name, fn))
+            continue
+        if name not in modules:
+            raise KeyError(f"no hook point {name!r}; available: {', '.join(hf.hook_names)}")
+        module, pick = modules[name]
+        ref = _HookRef(name)
+        if name.endswith("hook_resid_pre"):
+            def pre(mod: nn.Module, args: tuple, fn=fn, ref=ref) -> tuple | None:
+                new = fn(args[0], hook=ref)
+                return None if new is None else (new, *args[1:])
+
+            handles.append(module.register_forward_pre_hook(pre))
+            continue
+
+        def hook(mod: nn.Module, inputs: Any, output: Any, fn=fn, ref=ref, pick=pick) -> Any:
+            new = fn(pick(inputs, output), hook=ref)
+            if new is None:
+                return None
+            if ref.name.endswith("hook_pattern"):
+                raise NotImplementedError(f"{ref.name}: patterns are read-only on HF models")
+            return _replace_output(output, new)
+
+        handles.append(module.register_forward_hook(hook))
+    try:
+        mask = None if attention_mask is None else attention_mask.to(hf.device)
+        logits = hf.model(tokens.to(hf.device), attention_mask=mask, use_cache=False).logits
+    finally:
+        for handle in handles:
+            handle.remove()
+    for name, fn in post:
+        new = fn(logits, hook=_HookRef(name))
+        logits = logits if new is None else new
+    return logits
 
 
 def load_causal_lm(path: str | Path, device: str | torch.device = "cpu",
