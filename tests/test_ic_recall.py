@@ -198,3 +198,23 @@ def test_small_fine_tuning_reaches_target(tmp_path):
     res = fine_tune(setup, cfg, cfg.n_prompts, 0.01, 0, ctx, target_acc=0.99)
     assert res.final["acc"] >= 0.99
     assert res.final["alpha_q"] > 2 / 17  # the query subject is singled out
+
+
+def test_pretrained_memory_roundtrip(tmp_path):
+    """M3 tensors saved as safetensors load back; mismatched shapes are a one-line error."""
+    from factlab.knowledge import make_knowledge_base
+    from factlab.models.ic_memory import PretrainConfig, load_pretrained, pretrain_memory
+    from factlab.store import RunStore
+
+    kb = make_knowledge_base(16, 2, 4, 64)
+    t, m = pretrain_memory(kb, 32, PretrainConfig(d_mlp=32, seq_len=4, steps=20,
+                                                  batch_size=64, eval_every=10),
+                           0, torch.device("cpu"))
+    assert 0 <= m["pretrain_acc"] <= 1 and t["W_in"].shape == (32, 32)
+    RunStore(tmp_path).save_checkpoint("pretrained_memory", t)
+    back = load_pretrained(tmp_path, kb, 32)
+    assert torch.equal(back["W_out"], t["W_out"])
+    with pytest.raises(ConfigError, match="pretrained_from"):
+        load_pretrained(tmp_path, kb, 64)
+    with pytest.raises(ConfigError, match="no checkpoint"):
+        load_pretrained(tmp_path / "nope", kb, 32)

@@ -119,16 +119,19 @@ class TripletMemory(FrozenMemory):
         """u [..., d] -> [..., d]."""
         lead = u.shape[:-1]
         u2 = u.reshape(-1, u.shape[-1])  # [B, d]
-        a = u2 @ self.phi_s.T  # [B, S]  <phi(s), u>
         c = u2 @ self.kappa.T  # [B, R]  <kappa_r, u>
-        if self.top < a.shape[1] and not self._hooked():
-            top = a.topk(self.top + 1, dim=1)
-            out = self._sparse(top.values[:, :-1], top.indices[:, :-1], c)
+        if self.top < self.phi_s.shape[0] and not self._hooked():
+            with torch.no_grad():  # pick the subjects first; gradients flow through those only
+                top = (u2 @ self.phi_s.T).topk(self.top + 1, dim=1)
+            idx = top.indices[:, :-1]
+            a_top = torch.einsum("bd,bkd->bk", u2, self.phi_s[idx])  # [B, K]
+            out = self._sparse(a_top, idx, c)
             # exact iff no unexpanded unit can fire: (K+1)-th best subject + best relation <= tau
             bad = (top.values[:, -1] + c.max(1).values > self.tau).nonzero().squeeze(1)
             if len(bad):
-                out = out.index_copy(0, bad, self._dense(a[bad], c[bad]))
+                out = out.index_copy(0, bad, self._dense(u2[bad] @ self.phi_s.T, c[bad]))
             return out.reshape(*lead, -1)
+        a = u2 @ self.phi_s.T  # [B, S]  <phi(s), u>
         pre = self.hook_pre((a[:, :, None] + c[:, None, :] - self.tau).reshape(*lead, self.d_mlp))
         h = self.hook_post(torch.relu(pre)).reshape(u2.shape[0], self.d_mlp)  # [B, S R]
         return self._readout(h).reshape(*lead, -1)
