@@ -1,5 +1,7 @@
 """Memories and the one-layer model: constructions, hook names and shapes, weight shapes."""
 
+import dataclasses
+
 import torch
 import torch.nn.functional as F
 
@@ -144,3 +146,24 @@ def test_memory_and_linear_attention_hook_names_are_frozen(gen):
     assert MLPMemory(4, 3, 8, 6, gen).hook_names == ["hook_embed", "hook_pre", "hook_post"]
     assert LinearAttentionRecall(5, 3).hook_names == ["blocks.0.attn.hook_attn_scores",
                                                       "unembed.hook_out"]
+
+
+def test_folded_forward_equals_the_stock_forward_and_its_gradients(gen):
+    for residual, mlp in ((False, 24), (True, 0)):
+        cfg = OneLayerConfig(d_model=16, n_heads=3, d_head=5, d_mlp=mlp, attn_residual=residual)
+        model = OneLayerTransformer(cfg, 30, 12, gen)
+        tokens = torch.randint(0, 30, (6, 9), generator=gen)
+        labels = torch.randint(0, 12, (6,), generator=gen)
+        assert model._can_fold()
+        folded = model(tokens)
+        F.cross_entropy(folded, labels).backward()
+        grads = [p.grad.clone() for p in model.parameters() if p.requires_grad]
+        model.zero_grad()
+        logits, cache = model.run_with_cache(tokens)  # hooks on embed/q/k/v: the stock path
+        assert torch.allclose(folded, logits, atol=1e-5)
+        stock = OneLayerTransformer(dataclasses.replace(cfg, fold_embed=False), 30, 12, gen)
+        stock.load_state_dict(model.state_dict())
+        assert not stock._can_fold()
+        F.cross_entropy(stock(tokens), labels).backward()
+        for g, p in zip(grads, [p for p in stock.parameters() if p.requires_grad]):
+            assert torch.allclose(g, p.grad, atol=1e-5)

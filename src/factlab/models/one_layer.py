@@ -34,6 +34,7 @@ class OneLayerConfig:
     d_mlp: int = 128  # 0 removes the MLP (attention-only)
     attn_residual: bool = False  # add x_T to the attention output
     train_embed: bool = False  # the paper freezes W_E and W_U
+    fold_embed: bool = True  # compute through the frozen embedding table (same numbers, faster)
 
     def check(self) -> None:
         for key in ("d_model", "n_heads", "d_head"):
@@ -73,6 +74,28 @@ class LastTokenAttention(nn.Module):
         z = self.hook_z(torch.einsum("bhqk,bkhe->bqhe", pattern, v))
         return torch.einsum("bqhe,hed->bqd", z, self.W_O)
 
+    def forward_folded(self, tokens: torch.Tensor, W_E: torch.Tensor) -> torch.Tensor:
+        """The same output computed through a frozen embedding table W_E [V, d].
+
+        x_t W_K = (W_E W_K)[z_t], so the scores are a [H, V, V] table read at (z_T, z_t) and
+        the output is sum_v P_v (W_E W_V)[v] with P_v the attention mass on vocabulary item v.
+        This costs O(V^2) instead of O(B T d), several times faster when V << B T. It skips
+        hook_q/k/v/z (the caller falls back to `forward` when those are hooked).
+        """
+        B, T = tokens.shape
+        H, _, d_head = self.W_Q.shape
+        eq = torch.einsum("vd,hde->hve", W_E, self.W_Q)  # [H, V, d_head]
+        ek = torch.einsum("vd,hde->hve", W_E, self.W_K)
+        ev = torch.einsum("vd,hde->hve", W_E, self.W_V)
+        table = eq @ ek.transpose(1, 2) / math.sqrt(d_head)  # [H, V, V]: (query, key) token
+        idx = tokens[:, None, :].expand(B, H, T)
+        scores = table[:, tokens[:, -1], :].transpose(0, 1).gather(2, idx)  # [B, H, T]
+        pattern = self.hook_pattern(torch.softmax(self.hook_attn_scores(scores[:, :, None]),
+                                                  dim=-1))  # [B, H, 1, T]
+        mass = pattern.new_zeros(B, H, W_E.shape[0]).scatter_add(2, idx, pattern[:, :, 0])
+        z = torch.einsum("bhv,hve->bhe", mass, ev)  # [B, H, d_head]
+        return torch.einsum("bhe,hed->bd", z, self.W_O)[:, None]  # [B, 1, d]
+
 
 class MLP(nn.Module):
     """ReLU MLP with input bias and no output bias (nn.Linear-style uniform init)."""
@@ -104,11 +127,19 @@ class Block(nn.Module):
         self.hook_mlp_out = HookPoint()  # [batch, 1, d]
         self.hook_resid_post = HookPoint()  # [batch, 1, d]
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.hook_resid_pre(x)
-        u = self.hook_attn_out(self.attn(x))
+    def forward(self, x: torch.Tensor, folded: tuple[torch.Tensor, torch.Tensor] | None = None,
+                ) -> torch.Tensor:
+        """x: [batch, pos, d]; or `folded=(tokens, W_E)` to go through the embedding table."""
+        if folded is not None:
+            tokens, W_E = folded
+            u = self.hook_attn_out(self.attn.forward_folded(tokens, W_E))
+            x_last = W_E[tokens[:, -1:]]
+        else:
+            x = self.hook_resid_pre(x)
+            u = self.hook_attn_out(self.attn(x))
+            x_last = x[:, -1:]
         if self.attn_residual:
-            u = u + x[:, -1:]
+            u = u + x_last
         if self.mlp is not None:
             u = u + self.hook_mlp_out(self.mlp(u))
         return self.hook_resid_post(u)
@@ -164,8 +195,18 @@ class OneLayerTransformer(HookedModule):
         """W_V W_O per head, [1, H, d, d]: what attending to x_t writes, x_t W_OV."""
         return self.W_V @ self.W_O
 
+    _UNFOLDED_HOOKS = ("hook_embed", "blocks.0.hook_resid_pre", "blocks.0.attn.hook_q",
+                       "blocks.0.attn.hook_k", "blocks.0.attn.hook_v", "blocks.0.attn.hook_z")
+
+    def _can_fold(self) -> bool:
+        """Fold when the embedding is frozen and no hook needs the per-position tensors."""
+        return (self.cfg.fold_embed and not self.W_E.requires_grad
+                and not any(self.hook_dict[n]._fns for n in self._UNFOLDED_HOOKS))
+
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-        x = self.hook_embed(self.W_E[tokens])
-        y = self.blocks[0](x)
+        if self._can_fold():
+            y = self.blocks[0](None, folded=(tokens, self.W_E))
+        else:
+            y = self.blocks[0](self.hook_embed(self.W_E[tokens]))
         logits = self.unembed.hook_out(self.unembed.hook_in(y) @ self.W_U)
         return logits[:, -1]
