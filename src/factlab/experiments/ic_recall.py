@@ -168,8 +168,11 @@ def build_setup(cfg: ICRecallConfig, ctx: RunContext, task: ICTaskConfig | None 
             ctx.store.save_checkpoint("pretrained_memory", t, metadata={
                 "S": str(kb.n_subjects), "R": str(kb.n_relations),
                 "D": str(kb.n_answers_per_relation), "d": str(d), "kb_seed": str(task.kb_seed)})
-        # the pretrained table has noise rows after the answers; the IC task never uses them
-        W_E, W_U = t["W_E"].to(dev), t["W_U"].to(dev)
+        # the pretrained table has Task A's noise rows between the answers and EOS; IC prompts
+        # never use them, so drop them and keep EOS last (ICVocab with n_noise = 0)
+        n_keep = task.vocab.eos
+        W_E = torch.cat([t["W_E"][:n_keep], t["W_E"][-1:]]).to(dev)
+        W_U = t["W_U"].to(dev)
         memory: FrozenMemory = ReLUMemory(t["W_in"], t["b_in"], t["W_out"]).to(dev)
         return Setup(task, kb, W_E, W_U, memory, info)
     W_E, W_U = embedding_tables(task.vocab, kb.n_outputs, d, gen)
@@ -501,7 +504,8 @@ def run_samples(cfg: ICSamplesConfig, ctx: RunContext) -> Verdict:
                 if n_found is not None:
                     start[seed] = n_found
                 row = {"arm": arm, "S": S, "triplets": S * task.n_relations, "seed": seed,
-                       "n_min": n_found, "oracle_acc": setup.info.get("oracle_acc")}
+                       "n_min": n_found, "n_max": n_max,
+                       "oracle_acc": setup.info.get("oracle_acc")}
                 rows.append(row)
                 ctx.log(len(rows) - 1, "n_min", **row)
     return _samples_verdict(rows, cfg)
@@ -536,7 +540,7 @@ def _samples_verdict(rows: list[dict], cfg: ICSamplesConfig) -> Verdict:
         passed = (fit["slope"] <= POLYLOG_SLOPE_MAX if arm == "memory"
                   else fit["slope"] >= LINEAR_SLOPE_MIN)
         ok = ok and passed
-        parts.append(f"{arm}: N_min {int(n[0])} -> {int(n[-1])} over S*R {int(sr[0])} -> "
+        parts.append(f"{arm}: N_min {round(n[0])} -> {round(n[-1])} over S*R {int(sr[0])} -> "
                      f"{int(sr[-1])} ({sr[-1] / sr[0]:.0f}-fold), log-log slope "
                      f"{fit['slope']:.2f} (need {rule}), fitted N ~ (ln SR)^"
                      f"{fit['polylog_power']:.2f}")
@@ -567,11 +571,19 @@ def samples_figures(run_dir: Path) -> list[Path]:
             for r in rows:
                 if r["arm"] == arm and r["n_min"] is not None:
                     ax1.plot(r["triplets"], r["n_min"], ".", color="gray", ms=2)
+                elif r["arm"] == arm:  # not reached inside the bracket: mark its top
+                    ax1.plot(r["triplets"], r.get("n_max", np.nanmax(n)), "x", color="red",
+                             ms=4)
         ax1.set(xscale="log", yscale="log", xlabel="stored triplets S R",
                 ylabel=r"$N_{\min}$ (acc $\geq$ 0.99)", title="sample complexity")
         ax1.legend()
         ax2.set(xscale="log", yscale="log", xlabel=r"$\ln(S R)$", ylabel=r"$N_{\min}$",
                 title="polylog check")
+        from matplotlib.ticker import NullFormatter, ScalarFormatter
+        ax2.xaxis.set_major_formatter(ScalarFormatter())
+        ax2.xaxis.set_minor_formatter(NullFormatter())
+        ax1.text(0.98, 0.02, "x: not reached (bracket top)", transform=ax1.transAxes,
+                 ha="right", fontsize=6, color="red")
         out = [save_figure(fig, run_dir, "ic_samples")]
     return out
 
