@@ -39,6 +39,9 @@ def test_schedules():
     step = TrainConfig(schedule="step", decay_every=5, decay_gamma=0.5)
     assert [lr_factor(step, s) for s in (0, 4, 5, 10)] == [1, 1, 0.5, 0.25]
     assert lr_factor(TrainConfig(), 123) == 1.0
+    milestones = TrainConfig(schedule="step", steps=100, decay_at=(0.5, 0.75))
+    assert [lr_factor(milestones, s) for s in (0, 49, 50, 74, 75, 99)] == pytest.approx(
+        [1, 1, 0.1, 0.1, 0.01, 0.01])
 
 
 def test_schedule_is_applied_to_the_optimizer():

@@ -31,6 +31,7 @@ class TrainConfig:
     warmup_steps: int = 0  # linear warmup from 0, before any schedule
     min_lr_ratio: float = 0.0  # cosine decays to lr * min_lr_ratio
     decay_every: int = 1000  # step schedule: multiply by decay_gamma every decay_every steps
+    decay_at: tuple[float, ...] = ()  # ... or at these fractions of training (e.g. 0.5,0.75)
     decay_gamma: float = 0.1
     steps: int = 1000
     batch_size: int = 256
@@ -48,6 +49,8 @@ class TrainConfig:
         require(0 <= self.min_lr_ratio <= 1, "min_lr_ratio", "must be in [0, 1]")
         require(self.decay_every >= 1, "decay_every", "must be >= 1")
         require(0 < self.decay_gamma <= 1, "decay_gamma", "must be in (0, 1]")
+        require(all(0 < f < 1 for f in self.decay_at), "decay_at",
+                "every milestone must be a fraction of training in (0, 1)")
         require(0 <= self.momentum < 1, "momentum", "must be in [0, 1)")
         require(self.weight_decay >= 0, "weight_decay", "must be >= 0")
         require(0 <= self.target_acc <= 1, "target_acc", "must be in [0, 1]")
@@ -88,6 +91,9 @@ def lr_factor(cfg: TrainConfig, step: int) -> float:
         cos = 0.5 * (1 + math.cos(math.pi * min(t, span) / span))
         return cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * cos
     if cfg.schedule == "step":
+        if cfg.decay_at:
+            span = max(1, cfg.steps - cfg.warmup_steps)
+            return cfg.decay_gamma ** sum(t >= f * span for f in cfg.decay_at)
         return cfg.decay_gamma ** (t // cfg.decay_every)
     return 1.0
 
