@@ -18,16 +18,19 @@ import _common
 def main(argv: list[str] | None = None) -> int:
     args = _common.parse_args(__doc__.splitlines()[0], argv, lambda p: (
         p.add_argument("--workers", type=int, default=0, help="N (default: cores)"),
-        p.add_argument("--experiment", default="capacity-linear"),
+        p.add_argument("--experiment", default="",
+                       help="default: capacity-linear (quick) or capacity-mlp (full)"),
         p.add_argument("--rounds", type=int, default=0, help="repeats (default 1, full 2)")))
     from factlab.launchers import physical_cores
     from factlab.sweep import plan_sweep, run_sweep
 
     n = args.workers or physical_cores()
     args.rounds = args.rounds or (1 if args.quick else 2)
-    # full mode: 8 cells of ~5-15 s each, so worker start-up and figures are amortised
+    # full mode: 8 capacity-mlp cells of ~5-20 s each (idle machine), so worker start-up
+    # (spawn + import torch, ~1-2 s) and figures are amortised
+    args.experiment = args.experiment or ("capacity-linear" if args.quick else "capacity-mlp")
     grid = (["d=6,8,10", "seeds=[0]", "tolerance=1.3", "train.steps=300"] if args.quick
-            else ["d=8,11,16,22", "seeds=[0]", "tolerance=1.1"])
+            else ["d=11,16,22,32", "seeds=[0]", "tolerance=1.1"])
     seeds = "0-1"
     _common.header(f"bench sweep: {args.experiment} {' '.join(grid)} --seeds {seeds}, "
                    f"1 vs {n} workers", "cpu")
