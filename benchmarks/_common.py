@@ -11,7 +11,7 @@ import argparse
 import os
 import statistics
 import time
-from typing import Callable
+from collections.abc import Callable
 
 os.environ.setdefault("FACTLAB_PROGRESS", "0")
 

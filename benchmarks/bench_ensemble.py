@@ -38,9 +38,9 @@ def main(argv: list[str] | None = None) -> int:
         for members in (2, 4, 8, 16):
             seeds = list(range(members))
             job = (kind, n, d, width, 0.1)
-            loop = _common.timeit(lambda: [train_memory(*job, s, cfg, device)  # noqa: B023
+            loop = _common.timeit(lambda: [train_memory(*job, s, cfg, device)
                                            for s in seeds], args.device, warmup=0, reps=3)
-            ens = _common.timeit(lambda: train_memories_ensemble(*job, seeds, cfg,  # noqa: B023
+            ens = _common.timeit(lambda: train_memories_ensemble(*job, seeds, cfg,
                                                                  device),
                                  args.device, warmup=0, reps=3)
             per = members * steps

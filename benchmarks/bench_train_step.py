@@ -33,13 +33,13 @@ def _step_fn(model, params, batch_fn, loss_fn):
 def recall_step(device: str, quick: bool):
     """One-layer recall model at the JAX reference config, batch 1024."""
     import torch.nn.functional as F
-
     from bench_recall import build
+
     from factlab.runtime import make_generator
     from factlab.tasks.recall import sample_factual_recall
 
     model, kb, task = build(device)
-    batch = lambda: sample_factual_recall(kb, 1024, make_generator(0), task.seq_len,  # noqa
+    batch = lambda: sample_factual_recall(kb, 1024, make_generator(0), task.seq_len,
                                           task.noise, device=device)[:2]
     params = [p for p in model.parameters() if p.requires_grad]
     return _step_fn(model, params, batch, F.cross_entropy)
@@ -73,7 +73,7 @@ def birth_step(device: str, quick: bool):
     gen = torch.Generator().manual_seed(0)
     tokens = torch.randint(0, 65, (batch, T + 1), generator=gen).to(device)
     params = [p for p in model.parameters() if p.requires_grad]
-    loss = lambda logits, y: F.cross_entropy(logits.flatten(0, 1), y.flatten())  # noqa: E731
+    loss = lambda logits, y: F.cross_entropy(logits.flatten(0, 1), y.flatten())
     return _step_fn(model, params, lambda: (tokens[:, :-1], tokens[:, 1:]), loss)
 
 
@@ -106,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
                        ("two-layer Birth d=256 T=256", birth_step)):
         try:
             step = make(device, args.quick)
-        except Exception as err:  # noqa: BLE001 - a missing model family is skipped
+        except Exception as err:
             print(f"  {name}: skipped ({type(err).__name__}: {err})")
             continue
         flops = _common.count_flops(step)
@@ -121,6 +121,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  {name}: {flops / seconds / peak:.0%} of matmul peak")
     # sampler: batched torch ops vs one prompt at a time in Python
     from bench_recall import build
+
     from factlab.runtime import make_generator
     from factlab.tasks.recall import sample_factual_recall
 

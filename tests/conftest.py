@@ -3,8 +3,8 @@ import os
 os.environ.setdefault("FACTLAB_PROGRESS", "0")
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
-import pytest  # noqa: E402
-import torch  # noqa: E402
+import pytest
+import torch
 
 torch.set_num_threads(1)
 

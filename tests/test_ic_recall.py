@@ -9,14 +9,28 @@ import torch
 
 from factlab.config import ConfigError, apply_overrides
 from factlab.experiments import get_experiment
-from factlab.experiments.ic_recall import (ICRecallConfig, fine_tune, fit_growth,
-                                           pattern_verdict, search_n_min)
-from factlab.models.ic_memory import (build_triplet_memory, calibrate, embedding_tables,
-                                      oracle_accuracy)
+from factlab.experiments.ic_recall import (
+    ICRecallConfig,
+    fine_tune,
+    fit_growth,
+    pattern_verdict,
+    search_n_min,
+)
+from factlab.models.ic_memory import (
+    build_triplet_memory,
+    calibrate,
+    embedding_tables,
+    oracle_accuracy,
+)
 from factlab.models.ic_model import ICModelConfig, ICRecallModel
 from factlab.probes.ic import role_masses
-from factlab.tasks.icl import (ICTaskConfig, all_triplets, make_ic_knowledge_base,
-                               sample_ic_recall, seen_triplets)
+from factlab.tasks.icl import (
+    ICTaskConfig,
+    all_triplets,
+    make_ic_knowledge_base,
+    sample_ic_recall,
+    seen_triplets,
+)
 
 
 def _task(**kw) -> ICTaskConfig:

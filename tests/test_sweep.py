@@ -221,7 +221,7 @@ def test_generic_vmap_ensemble_matches_separate_training():
     tcfg = TrainConfig(optimizer="adam", lr=0.01, steps=25, eval_every=5, grad_clip=1.0)
     gen = torch.Generator().manual_seed(0)
     tokens, labels = torch.randint(0, 20, (32, 6), generator=gen), torch.arange(32) % 12
-    make = lambda: [OneLayerTransformer(cfg, 20, 12, make_generator(s)) for s in range(3)]  # noqa: E731
+    make = lambda: [OneLayerTransformer(cfg, 20, 12, make_generator(s)) for s in range(3)]
     ens = Ensemble(make())
 
     def losses(step: int) -> torch.Tensor:

@@ -13,8 +13,8 @@ from factlab.train import DivergenceError, TrainConfig, lr_factor, train
 def _memory_task(gen, n=60, d=16, width=48):
     model = MLPMemory(n, n, d, width, gen)
     x, y = torch.arange(n), torch.randperm(n, generator=gen)
-    loss_fn = lambda step: F.cross_entropy(model(x), y)  # noqa: E731
-    eval_fn = lambda: {"acc": (model(x).argmax(-1) == y).float().mean().item()}  # noqa: E731
+    loss_fn = lambda step: F.cross_entropy(model(x), y)
+    eval_fn = lambda: {"acc": (model(x).argmax(-1) == y).float().mean().item()}
     return model, loss_fn, eval_fn
 
 

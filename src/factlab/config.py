@@ -233,7 +233,7 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
             data = yaml.safe_load(text)
         else:
             data = json.loads(text)
-    except Exception as err:  # noqa: BLE001 - any parse failure is a config error
+    except Exception as err:
         first = str(err).splitlines()[0] if str(err) else type(err).__name__
         raise ConfigError(f"--config: cannot parse {path.name}: {first}") from None
     if data is None:

@@ -25,8 +25,9 @@ import sys
 import threading
 import time
 import traceback
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 Task = dict[str, Any]
 Result = dict[str, Any]
@@ -136,7 +137,7 @@ class LocalLauncher:
                                 yield task, fut.result()
                             except BrokenProcessPool:
                                 broken.append(task)
-                            except Exception as err:  # noqa: BLE001 - report, keep going
+                            except Exception as err:
                                 yield task, _worker_died(task, err)
                 except BaseException:  # Ctrl-C or an abandoned generator: stop now
                     for proc in list(getattr(pool, "_processes", {}).values()):
@@ -201,7 +202,7 @@ class RayLauncher:
                 task = refs.pop(done[0])
                 try:
                     yield task, ray.get(done[0])
-                except Exception as err:  # noqa: BLE001 - a dead worker is one error cell
+                except Exception as err:
                     yield task, _worker_died(task, err)
         finally:
             if started:
@@ -264,7 +265,7 @@ class SubmititLauncher:
     def _result(job: Any, task: Task) -> Result:
         try:
             return job.result()
-        except Exception as err:  # noqa: BLE001 - a failed job is one error cell
+        except Exception as err:
             return _worker_died(task, err)
 
     def _collect(self, running: list[tuple[Any, Task]]) -> Iterator[tuple[Task, Result]]:

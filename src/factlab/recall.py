@@ -7,7 +7,7 @@ fresh prompts over the same facts measures memorisation.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F

@@ -7,7 +7,8 @@ import json
 import os
 import random
 import sys
-from typing import Any, Iterable, TypeVar
+from collections.abc import Iterable
+from typing import Any, TypeVar
 
 import numpy as np
 import torch

@@ -39,8 +39,9 @@ import os
 import re
 import sys
 import time
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 MANIFEST = "sweep.json"
 TABLE = "results.csv"
@@ -243,7 +244,7 @@ def run_cell(task: dict[str, Any]) -> dict[str, Any]:
                                    f"not {rid}; did the experiment's defaults change?")
             summary = run_experiment(exp, cfg, out=run_dir, show_progress=False)
             return {"status": "done", "run_id": rid, "wall_time_s": summary["wall_time_s"]}
-        except Exception as err:  # noqa: BLE001 - a failing cell must not stop the sweep
+        except Exception as err:
             info = format_exception(err)
             write_json_atomic(run_dir / ERROR, {"run_id": rid, **info})
             return {"status": "error", "run_id": rid,

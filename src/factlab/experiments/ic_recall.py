@@ -45,8 +45,9 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable, Literal
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -55,16 +56,30 @@ import torch.nn.functional as F
 from factlab.config import ExperimentConfig, require
 from factlab.experiments.base import Experiment, RunContext, Verdict
 from factlab.knowledge import KnowledgeBase
-from factlab.models.ic_memory import (FrozenMemory, PretrainConfig, ReLUMemory,
-                                      build_triplet_memory, embedding_tables, load_pretrained,
-                                      oracle_accuracy, pretrain_memory, random_feature_memory)
+from factlab.models.ic_memory import (
+    FrozenMemory,
+    PretrainConfig,
+    ReLUMemory,
+    build_triplet_memory,
+    embedding_tables,
+    load_pretrained,
+    oracle_accuracy,
+    pretrain_memory,
+    random_feature_memory,
+)
 from factlab.models.ic_model import ICModelConfig, ICRecallModel
 from factlab.probes.ic import recall_metrics, role_masses
 from factlab.report import paper_style, save_figure
 from factlab.runtime import derive_seed, make_generator
 from factlab.store import iter_jsonl
-from factlab.tasks.icl import (ICTaskConfig, ICVocab, all_triplets, make_ic_knowledge_base,
-                               sample_ic_recall, seen_triplets)
+from factlab.tasks.icl import (
+    ICTaskConfig,
+    ICVocab,
+    all_triplets,
+    make_ic_knowledge_base,
+    sample_ic_recall,
+    seen_triplets,
+)
 from factlab.train import TrainConfig, train
 
 ACC_TARGET = 0.99

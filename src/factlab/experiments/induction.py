@@ -368,7 +368,7 @@ def length_metrics(trained: TrainedModel, task: TriggerTaskConfig, T: int, T_tra
     correct = logits.argmax(-1) == y
     out["acc_end_late"] = float(correct[late >= 2].float().mean()) if (late >= 2).any() else -1.0
     out["prev_token_acc"] = prev_token_acc(A1)
-    out["prev_token_acc_late"] = prev_token_acc(A1, start=T_train) if T > T_train else -1.0
+    out["prev_token_acc_late"] = prev_token_acc(A1, start=T_train) if T_train < T else -1.0
     return out
 
 

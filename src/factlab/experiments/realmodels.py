@@ -161,7 +161,7 @@ def run_popqa(cfg: PopQAExtractionConfig, ctx: RunContext) -> Verdict:
     res = P.evaluate_qa(net, hf, test_rows, qa_test, cfg.max_new_tokens)
     covered = [r.prop_id in split.covered for r in test_rows]
     ok, ok_norm = res["correct"], res["correct_norm"]
-    pick = lambda values, flag: [v for v, c in zip(values, covered) if c == flag]  # noqa: E731
+    pick = lambda values, flag: [v for v, c in zip(values, covered) if c == flag]
     metrics.update(
         test_acc=P.mean(ok), test_acc_norm=P.mean(ok_norm),
         test_acc_covered=P.mean(pick(ok, True)), test_acc_uncovered=P.mean(pick(ok, False)),

@@ -20,8 +20,9 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import torch
 from torch import nn
@@ -283,12 +284,12 @@ def load_causal_lm(path: str | Path, device: str | torch.device = "cpu",
         model = AutoModelForCausalLM.from_pretrained(
             path, local_files_only=True, attn_implementation="eager",
             **({"dtype": dtype} if dtype is not None else {}))
-    except Exception as err:  # noqa: BLE001 - any load failure is a bad model path
+    except Exception as err:
         raise ConfigError(f"model: cannot load a causal LM from {str(path)!r}: "
                           f"{_first_line(err)}") from None
     try:
         tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
-    except Exception as err:  # noqa: BLE001 - any tokenizer failure too
+    except Exception as err:
         raise ConfigError(f"model: cannot load the tokenizer from {str(path)!r}: "
                           f"{_first_line(err)}") from None
     if tokenizer.pad_token is None:  # GPT-2 and Llama ship none; batching needs one

@@ -7,8 +7,9 @@ without unknown tokens, and the model is randomly initialised from a seed.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable, Literal
+from typing import Literal
 
 import torch
 

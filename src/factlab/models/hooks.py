@@ -9,7 +9,7 @@ its hook points after their module paths (``blocks.0.attn.hook_pattern``) and of
 from __future__ import annotations
 
 import contextlib
-from typing import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import torch
 from torch import nn
@@ -73,7 +73,7 @@ class HookedModule(nn.Module):
             hp.clear(including_permanent)
 
     @contextlib.contextmanager
-    def hooks(self, fwd_hooks: Sequence[tuple[str, HookFn]]) -> Iterator["HookedModule"]:
+    def hooks(self, fwd_hooks: Sequence[tuple[str, HookFn]]) -> Iterator[HookedModule]:
         """Attach hooks for the duration of the block; they are removed on exit."""
         try:
             for name, fn in fwd_hooks:

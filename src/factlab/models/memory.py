@@ -44,7 +44,7 @@ class LinearMemory(HookedModule):
         return self.hook_memory_out(e @ self.W) @ self.U.T
 
     @torch.no_grad()
-    def construct(self, targets: torch.Tensor) -> "LinearMemory":
+    def construct(self, targets: torch.Tensor) -> LinearMemory:
         """Outer-product memory W = sum_x e_x u_{f(x)}^T, so e_x @ W ~ u_{f(x)} + cross-talk."""
         self.W.copy_(self.E.T @ self.U[targets])
         return self
@@ -77,7 +77,7 @@ class MLPMemory(HookedModule):
         return (h @ self.W_out) @ self.U.T
 
     @torch.no_grad()
-    def construct(self, targets: torch.Tensor, threshold: float = 0.5) -> "MLPMemory":
+    def construct(self, targets: torch.Tensor, threshold: float = 0.5) -> MLPMemory:
         """One hidden unit per input: unit x fires on e_x (<e_x, e_x> = 1 > threshold) and
         writes u_{f(x)}. Needs width >= N; cross-talk <e_x, e_x'> ~ 1/sqrt(d) stays below
         the threshold once d is large enough."""

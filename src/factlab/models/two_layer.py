@@ -161,7 +161,7 @@ class TwoLayerModel(HookedModule):
         T = tokens.shape[1]
         h = self.hook_embed(self.W_E[tokens])
         if self.absolute:
-            if T > self.W_pos.shape[0]:
+            if self.W_pos.shape[0] < T:
                 raise ValueError(f"sequence length {T} exceeds max_len {self.W_pos.shape[0]}")
             h = h + self.hook_pos_embed(self.W_pos[:T].expand_as(h))
         return h

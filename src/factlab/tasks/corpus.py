@@ -155,7 +155,7 @@ class Corpus:
     def seen_mask(self, s: torch.Tensor, r: torch.Tensor, j: torch.Tensor) -> torch.Tensor:
         """Whether T_{r,j} is one of the templates fact (s, r) was pre-trained with."""
         J = self.J.to(s.device)[s, r]  # [n, K]
-        return (J == j[:, None]).any(-1)
+        return (j[:, None] == J).any(-1)
 
     def test_rows(self) -> torch.Tensor:
         """[n, 3] rows (s, r, j): P_test x every relation x every template."""

@@ -47,7 +47,7 @@ class ICTaskConfig:
                 f"got {self.n_subjects}")
 
     @property
-    def vocab(self) -> "ICVocab":
+    def vocab(self) -> ICVocab:
         return ICVocab(self.n_subjects, self.n_relations, self.n_answers)
 
     @property
@@ -161,7 +161,7 @@ def all_triplets(kb: KnowledgeBase, limit: int, gen: torch.Generator
                  ) -> tuple[torch.Tensor, torch.Tensor]:
     """(subject, relation) of every triplet when S*R <= limit, else `limit` uniform ones."""
     S, R = kb.n_subjects, kb.n_relations
-    if S * R <= limit:
+    if limit >= S * R:
         idx = torch.arange(S * R)
     else:
         idx = torch.randint(0, S * R, (limit,), generator=gen)
