@@ -82,6 +82,24 @@ class TrainResult:
             raise DivergenceError(self.message)
 
 
+class EpochBatches:
+    """Seeded minibatches over n fixed examples: step -> indices, a fresh shuffle each epoch.
+
+    Each epoch is one permutation of [0, n) cut into ceil(n / batch_size) batches (the last
+    may be smaller); call with consecutive steps from 0, as `train` does.
+    """
+
+    def __init__(self, n: int, batch_size: int, gen: torch.Generator):
+        self.n, self.size, self.gen = n, min(batch_size, n), gen
+        self.per_epoch = math.ceil(n / self.size)
+        self._batches: list[torch.Tensor] = []
+
+    def __call__(self, step: int) -> torch.Tensor:
+        if step % self.per_epoch == 0:
+            self._batches = list(torch.randperm(self.n, generator=self.gen).split(self.size))
+        return self._batches[step % self.per_epoch]
+
+
 def lr_factor(cfg: TrainConfig, step: int) -> float:
     """Multiplier of the base lr at `step` (0-based): warmup, then the schedule."""
     if cfg.warmup_steps and step < cfg.warmup_steps:
@@ -168,7 +186,7 @@ def train(
             torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
         opt.step()
         done = step + 1
-        if done % cfg.eval_every == 0 or done == cfg.steps:
-            if evaluate(done, loss_value):
-                return TrainResult(done, "target", last, best)
+        at_eval = done % cfg.eval_every == 0 or done == cfg.steps
+        if at_eval and evaluate(done, loss_value):
+            return TrainResult(done, "target", last, best)
     return TrainResult(cfg.steps, "steps", last, best)

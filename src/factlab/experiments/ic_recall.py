@@ -539,8 +539,8 @@ def _arm_curve(rows: list[dict], arm: str) -> tuple[np.ndarray, np.ndarray, bool
 def _samples_verdict(rows: list[dict], cfg: ICSamplesConfig) -> Verdict:
     metrics: dict[str, Any] = {}
     parts, ok = [], True
-    for arm, rule in (("memory", "slope <= %.2f" % POLYLOG_SLOPE_MAX),
-                      ("control", "slope >= %.2f" % LINEAR_SLOPE_MIN)):
+    for arm, rule in (("memory", f"slope <= {POLYLOG_SLOPE_MAX:.2f}"),
+                      ("control", f"slope >= {LINEAR_SLOPE_MIN:.2f}")):
         sr, n, complete = _arm_curve(rows, arm)
         curve = {str(int(s)): (None if np.isnan(v) else float(v)) for s, v in zip(sr, n)}
         metrics[arm] = {"n_min": curve, "complete": complete}

@@ -329,18 +329,12 @@ def _lm_loss(model, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 def _train_seq(model, x: torch.Tensor, y: torch.Tensor, tcfg: TrainConfig, seed: int,
                ctx: RunContext, split: str, aug: str, eval_fn=None) -> None:
     """Seeded shuffled minibatch epochs over (x, y) with the shared training loop."""
-    from factlab.train import train
+    from factlab.train import EpochBatches, train
 
-    gen = make_generator(seed)
-    n = x.shape[0]
-    size = min(tcfg.batch_size, n)
-    per_epoch = math.ceil(n / size)
-    order: list[torch.Tensor] = []
+    batches = EpochBatches(x.shape[0], tcfg.batch_size, make_generator(seed))
 
     def loss_fn(step: int) -> torch.Tensor:
-        if step % per_epoch == 0:
-            order[:] = list(torch.randperm(n, generator=gen).split(size))
-        idx = order[step % per_epoch]
+        idx = batches(step)
         xb, yb = x[idx], y[idx]
         width = int((yb != -100).nonzero()[:, 1].max()) + 1  # trim all-padding columns
         model.train()

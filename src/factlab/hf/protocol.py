@@ -16,7 +16,6 @@ Every step is seeded by explicit generators: the same config gives the same numb
 from __future__ import annotations
 
 import dataclasses
-import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -32,7 +31,7 @@ from factlab.hf.popqa import (
     qa_prompt,
 )
 from factlab.runtime import make_generator
-from factlab.train import TrainConfig, train
+from factlab.train import EpochBatches, TrainConfig, train
 
 #: Declarative templates by prop_id; "{s}" is the subject, "{o}" the object (always last).
 DECLARATIVE: dict[int, tuple[str, ...]] = {
@@ -155,15 +154,10 @@ def train_lm(model: torch.nn.Module, batch: Batch, tcfg: TrainConfig, gen: torch
              device: torch.device, on_eval: Callable[[int, dict], None] | None = None,
              show_progress: bool = False, desc: str = "train") -> dict[str, float]:
     """Minimise the causal-LM loss on `batch`, in seeded epochs of shuffled minibatches."""
-    n = batch.ids.shape[0]
-    size = min(tcfg.batch_size, n)
-    per_epoch = math.ceil(n / size)
-    order: list[torch.Tensor] = []
+    batches = EpochBatches(batch.ids.shape[0], tcfg.batch_size, gen)
 
     def loss_fn(step: int) -> torch.Tensor:
-        if step % per_epoch == 0:
-            order[:] = list(torch.randperm(n, generator=gen).split(size))
-        idx = order[step % per_epoch]
+        idx = batches(step)
         ids, mask, labels = (t[idx].to(device) for t in (batch.ids, batch.mask, batch.labels))
         width = int(mask.sum(-1).max())  # drop columns that are padding in the whole batch
         return model(input_ids=ids[:, :width], attention_mask=mask[:, :width],
