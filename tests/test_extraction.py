@@ -10,10 +10,11 @@ import torch
 
 from factlab.config import ConfigError
 from factlab.experiments import get_experiment
-from factlab.experiments.extraction import ExtractionConfig, make_model, run_pipeline
+from factlab.extraction import ExtractionConfig, make_model, run_pipeline
 from factlab.models.lora import add_lora, lora_parameters, merge_lora
 from factlab.models.one_layer import OneLayerConfig, OneLayerTransformer
 from factlab.probes import extraction as P
+from factlab.stats import spearman
 from factlab.tasks.corpus import CorpusConfig, build_corpus
 from factlab.train import TrainConfig, train
 
@@ -155,7 +156,7 @@ def test_probes_on_planted_patterns():
     x = np.linspace(0, 3, 8)
     fit = P.fit_log_error(x, 1 - 0.5 * np.exp(-1.5 * x))
     assert fit["b"] == pytest.approx(1.5, rel=1e-6) and fit["r2"] == pytest.approx(1.0)
-    assert P.spearman([1, 2, 3, 4], [0.1, 0.3, 0.2, 0.9]) == pytest.approx(0.8)
+    assert spearman([1, 2, 3, 4], [0.1, 0.3, 0.2, 0.9]) == pytest.approx(0.8)
     vecs = torch.randn(3, 1, 16) + 0.05 * torch.randn(3, 4, 16)  # a shared direction per rel
     cos = P.relation_direction_cosine(vecs)
     assert cos["within"] > 0.9 > abs(cos["across"]) + 0.5

@@ -26,6 +26,7 @@ from factlab.models.one_layer import OneLayerConfig
 from factlab.recall import build_knowledge_base, train_factual_recall
 from factlab.report import paper_style, save_figure
 from factlab.runtime import derive_seed, progress
+from factlab.stats import spearman
 from factlab.store import iter_jsonl
 from factlab.tasks.recall import RecallTaskConfig
 from factlab.train import TrainConfig
@@ -101,27 +102,13 @@ def frontier(acc: dict[tuple[int, int], float]) -> dict[int, int]:
     return out
 
 
-def spearman(x: np.ndarray, y: np.ndarray) -> float:
-    """Spearman rank correlation (average ranks for ties)."""
-    def ranks(v: np.ndarray) -> np.ndarray:
-        order = v.argsort()
-        r = np.empty(len(v))
-        r[order] = np.arange(len(v))
-        for value in np.unique(v):  # average tied ranks
-            r[v == value] = r[v == value].mean()
-        return r
-    rx, ry = ranks(np.asarray(x, float)), ranks(np.asarray(y, float))
-    if rx.std() == 0 or ry.std() == 0:
-        return 0.0
-    return float(np.corrcoef(rx, ry)[0, 1])
-
-
 def judge(acc: dict[tuple[int, int], float], d: int, d_head: int) -> Verdict:
     """The verdict from the grid of accuracies."""
     front = frontier(acc)
     x = np.array([d * d_head * h for h in front], float)
     y = np.array([d * m for m in front.values()], float)
-    rho = spearman(x, y) if len(front) >= 2 else 0.0
+    rho = spearman(x, y) if len(front) >= 2 else float("nan")
+    rho = 0.0 if np.isnan(rho) else rho  # a constant side is no trend at all
     span = float(y.max() / max(y.min(), 1.0)) if len(front) else 0.0
     holds = len(front) >= MIN_FRONTIER and rho <= MAX_SPEARMAN and span >= MIN_SPAN
     pts = ", ".join(f"H={h}:m={m}" for h, m in front.items()) or "none"
