@@ -28,7 +28,7 @@ import torch
 from torch import nn
 
 from factlab.config import ConfigError
-from factlab.models.hooks import ActivationCache
+from factlab.models.hooks import ActivationCache, NamesFilter, resolve_names
 
 OFFLINE_FLAGS = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
 
@@ -165,18 +165,11 @@ class HFModel:
 
     @torch.no_grad()
     def run_with_cache(self, tokens: torch.Tensor,
-                       names_filter: Callable[[str], bool] | Sequence[str] | str | None = None,
+                       names_filter: NamesFilter = None,
                        attention_mask: torch.Tensor | None = None,
                        ) -> tuple[torch.Tensor, ActivationCache]:
         """Forward pass returning (logits [batch, pos, vocab], cache of detached activations)."""
-        if names_filter is None:
-            wanted = self.hook_names
-        elif isinstance(names_filter, str):
-            wanted = [names_filter]
-        elif callable(names_filter):
-            wanted = [n for n in self.hook_names if names_filter(n)]
-        else:
-            wanted = list(names_filter)
+        wanted = resolve_names(names_filter, self.hook_names)
         modules = self._modules()
         unknown = [n for n in wanted if n not in modules and n != "unembed.hook_out"]
         if unknown:

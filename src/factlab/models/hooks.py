@@ -39,6 +39,21 @@ class HookPoint(nn.Module):
         return x
 
 
+NamesFilter = Callable[[str], bool] | Sequence[str] | str | None
+
+
+def resolve_names(names_filter: NamesFilter, available: list[str]) -> list[str]:
+    """The hook names a `run_with_cache` filter selects: None (all), one name, a list of
+    names, or a predicate over `available`."""
+    if names_filter is None:
+        return list(available)
+    if isinstance(names_filter, str):
+        return [names_filter]
+    if callable(names_filter):
+        return [n for n in available if names_filter(n)]
+    return list(names_filter)
+
+
 class ActivationCache(dict):
     """Activations keyed by hook name (a plain dict with a friendlier error)."""
 
@@ -89,17 +104,10 @@ class HookedModule(nn.Module):
             return self(tokens)
 
     def run_with_cache(self, tokens: torch.Tensor,
-                       names_filter: Callable[[str], bool] | Sequence[str] | str | None = None,
+                       names_filter: NamesFilter = None,
                        ) -> tuple[torch.Tensor, ActivationCache]:
         """Forward pass returning (logits, cache of detached activations)."""
-        if names_filter is None:
-            wanted = list(self.hook_dict)
-        elif isinstance(names_filter, str):
-            wanted = [names_filter]
-        elif callable(names_filter):
-            wanted = [n for n in self.hook_dict if names_filter(n)]
-        else:
-            wanted = list(names_filter)
+        wanted = resolve_names(names_filter, list(self.hook_dict))
         cache = ActivationCache()
 
         def save(x: torch.Tensor, *, hook: HookPoint) -> None:
