@@ -122,8 +122,10 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 def _cmd_list() -> int:
     from factlab.experiments import all_experiments
 
-    for exp in all_experiments():
-        print(f"{exp.name:24s} {exp.claim}")
+    experiments = all_experiments()
+    width = max(len(exp.name) for exp in experiments)
+    for exp in experiments:
+        print(f"{exp.name:{width}s}  {exp.claim}")
     return 0
 
 
