@@ -20,12 +20,13 @@ imports them.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import threading
 import time
 import traceback
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +49,21 @@ def physical_cores() -> int:
 def single_thread_env() -> dict[str, str]:
     """Environment variables that pin BLAS/OpenMP to one thread (read when torch loads)."""
     return {var: "1" for var in _THREAD_VARS}
+
+
+@contextlib.contextmanager
+def _single_thread_environ() -> Iterator[None]:
+    """Pin BLAS/OpenMP to one thread in os.environ (children inherit it); restore on exit."""
+    saved = {k: os.environ.get(k) for k in _THREAD_VARS}
+    os.environ.update(single_thread_env())
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
 
 def _worker_died(task: Task, err: BaseException) -> Result:
@@ -115,11 +131,9 @@ class LocalLauncher:
         from concurrent.futures.process import BrokenProcessPool
 
         # Spawned workers inherit the environment: set the thread caps before they import torch.
-        saved = {k: os.environ.get(k) for k in _THREAD_VARS}
-        os.environ.update(single_thread_env())
         pending = list(tasks)
         restarts = self.restarts
-        try:
+        with _single_thread_environ():
             while pending:
                 pool = ProcessPoolExecutor(
                     max_workers=min(self.workers, len(pending)),
@@ -151,12 +165,6 @@ class LocalLauncher:
                 else:
                     for task in broken:
                         yield task, _worker_died(task, RuntimeError("worker process died"))
-        finally:
-            for key, value in saved.items():
-                if value is None:
-                    os.environ.pop(key, None)
-                else:
-                    os.environ[key] = value
 
 
 def _ray_cell(fn: CellFn, task: Task) -> Result:
@@ -246,20 +254,12 @@ class SubmititLauncher:
             if self.workers:
                 params["slurm_array_parallelism"] = self.workers
         executor.update_parameters(**params)
-        saved = {k: os.environ.get(k) for k in _THREAD_VARS}
-        os.environ.update(single_thread_env())  # local jobs inherit the environment
-        try:
+        with _single_thread_environ():  # local jobs inherit the environment
             if executor.cluster == "slurm":
                 jobs = executor.map_array(fn, tasks)
                 yield from self._collect(list(zip(jobs, tasks)))
             else:
                 yield from self._windowed(executor, fn, tasks, self.workers or physical_cores())
-        finally:
-            for key, value in saved.items():
-                if value is None:
-                    os.environ.pop(key, None)
-                else:
-                    os.environ[key] = value
 
     @staticmethod
     def _result(job: Any, task: Task) -> Result:
@@ -268,15 +268,20 @@ class SubmititLauncher:
         except Exception as err:
             return _worker_died(task, err)
 
+    def _drain(self, running: list[tuple[Any, Task]]
+               ) -> Generator[tuple[Task, Result], None, list[tuple[Any, Task]]]:
+        """Yield the finished jobs' results; return the jobs still running."""
+        still = []
+        for job, task in running:
+            if job.done():
+                yield task, self._result(job, task)
+            else:
+                still.append((job, task))
+        return still
+
     def _collect(self, running: list[tuple[Any, Task]]) -> Iterator[tuple[Task, Result]]:
         while running:
-            still = []
-            for job, task in running:
-                if job.done():
-                    yield task, self._result(job, task)
-                else:
-                    still.append((job, task))
-            running = still
+            running = yield from self._drain(running)
             if running:
                 time.sleep(0.5)
 
@@ -289,13 +294,7 @@ class SubmititLauncher:
                 task = queue.pop(0)
                 running.append((executor.submit(fn, task), task))
             time.sleep(0.2)
-            still = []
-            for job, task in running:
-                if job.done():
-                    yield task, self._result(job, task)
-                else:
-                    still.append((job, task))
-            running = still
+            running = yield from self._drain(running)
 
 
 def make_launcher(name: str, workers: int | None = None, **options: Any) -> Any:
