@@ -148,6 +148,11 @@ class RunStore:
         return load_file(str(self.root / f"{name}.safetensors"))
 
 
+def read_split(run_dir: str | Path, split: str) -> list[dict[str, Any]]:
+    """The metrics.jsonl records of a run directory whose "split" is `split`."""
+    return [r for r in iter_jsonl(Path(run_dir) / "metrics.jsonl") if r["split"] == split]
+
+
 def iter_jsonl(path: Path) -> Iterator[dict[str, Any]]:
     """Yield the JSON objects of a JSONL file, skipping a torn trailing line."""
     if not path.exists():

@@ -27,7 +27,7 @@ from factlab.experiments.base import Experiment, RunContext, Verdict
 from factlab.models.memory import LinearMemory, MLPMemory
 from factlab.report import band, paper_style, save_figure
 from factlab.runtime import derive_seed, make_generator, progress
-from factlab.store import iter_jsonl
+from factlab.store import read_split
 from factlab.train import TrainConfig, train
 
 SLOPE_RANGE = (0.70, 1.10)
@@ -221,7 +221,7 @@ def make_figures(kind: str) -> Callable[[Path], list[Path]]:
     guide = 1.3 if kind == "linear" else 0.35
 
     def figures(run_dir: Path) -> list[Path]:
-        rows = [r for r in iter_jsonl(run_dir / "metrics.jsonl") if r["split"] == "capacity"]
+        rows = read_split(run_dir, "capacity")
         if not rows:
             return []
         with paper_style():

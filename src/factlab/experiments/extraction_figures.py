@@ -10,13 +10,10 @@ import numpy as np
 
 from factlab.probes import extraction as P
 from factlab.report import band, paper_style, save_figure
-from factlab.store import iter_jsonl
+from factlab.store import read_split
 
 # ----------------------------------------------------------------------------- figures
 
-
-def _records(run_dir: Path, split: str) -> list[dict]:
-    return [r for r in iter_jsonl(run_dir / "metrics.jsonl") if r["split"] == split]
 
 
 def _by_seed(rows: list[dict], key: str, values: list, metric: str) -> np.ndarray:
@@ -45,7 +42,7 @@ def make_trend_figure(key: str, xlabel: str, log_x: bool = False,
     """Held-out accuracy vs the knob (seed bands) and the bound collapse panel."""
 
     def figures(run_dir: Path) -> list[Path]:
-        rows = _records(run_dir, "cell")
+        rows = read_split(run_dir, "cell")
         if not rows:
             return []
         with paper_style():
@@ -77,7 +74,7 @@ def make_trend_figure(key: str, xlabel: str, log_x: bool = False,
 
 def figures_extraction(run_dir: Path) -> list[Path]:
     """Pre-training and fine-tuning curves, and the four held-out cells."""
-    pre, ft, final = (_records(run_dir, s) for s in ("pretrain", "finetune", "final"))
+    pre, ft, final = (read_split(run_dir, s) for s in ("pretrain", "finetune", "final"))
     if not pre:
         return []
     with paper_style():
@@ -112,7 +109,7 @@ def figures_extraction(run_dir: Path) -> list[Path]:
 
 def figures_lora(run_dir: Path) -> list[Path]:
     """Held-out accuracy vs LoRA rank (full FT dashed) and the full-FT update spectra."""
-    rows = _records(run_dir, "cell")
+    rows = read_split(run_dir, "cell")
     if not rows:
         return []
     with paper_style():
@@ -147,7 +144,7 @@ def figures_lora(run_dir: Path) -> list[Path]:
 
 def figures_schedule(run_dir: Path) -> list[Path]:
     """Pre-training accuracy curves per schedule (first seed) and held-out accuracy bars."""
-    pre, rows = _records(run_dir, "pretrain"), _records(run_dir, "cell")
+    pre, rows = read_split(run_dir, "pretrain"), read_split(run_dir, "cell")
     if not rows:
         return []
     with paper_style():
@@ -178,7 +175,7 @@ def figures_schedule(run_dir: Path) -> list[Path]:
 
 def figures_attention_only(run_dir: Path) -> list[Path]:
     """Stored and held-out accuracy per model variant (seed min-max as error bars)."""
-    rows = _records(run_dir, "cell")
+    rows = read_split(run_dir, "cell")
     if not rows:
         return []
     with paper_style():

@@ -71,7 +71,7 @@ from factlab.models.ic_model import ICModelConfig, ICRecallModel
 from factlab.probes.ic import recall_metrics, role_masses
 from factlab.report import paper_style, save_figure
 from factlab.runtime import derive_seed, make_generator
-from factlab.store import iter_jsonl
+from factlab.store import iter_jsonl, read_split
 from factlab.tasks.icl import (
     ICTaskConfig,
     ICVocab,
@@ -569,7 +569,7 @@ def _samples_verdict(rows: list[dict], cfg: ICSamplesConfig) -> Verdict:
 
 def samples_figures(run_dir: Path) -> list[Path]:
     """N_min vs S*R (log x) for both arms, and N_min vs ln(S*R) on log-log axes."""
-    rows = [r for r in iter_jsonl(run_dir / "metrics.jsonl") if r["split"] == "n_min"]
+    rows = read_split(run_dir, "n_min")
     if not rows:
         return []
     with paper_style():

@@ -40,7 +40,7 @@ from factlab.probes.induction import (
 )
 from factlab.report import paper_style, save_figure
 from factlab.runtime import derive_seed, make_generator
-from factlab.store import iter_jsonl
+from factlab.store import read_split
 from factlab.tasks.bigram import (
     TriggerTaskConfig,
     make_prompts,
@@ -181,9 +181,6 @@ def train_model(cfg: InductionConfig, ctx: RunContext, tag: str,
     return TrainedModel(model, stats, triggers)
 
 
-def _records(run_dir: Path, split: str) -> list[dict[str, Any]]:
-    return [r for r in iter_jsonl(run_dir / "metrics.jsonl") if r["split"] == split]
-
 
 def first_step(rows: list[dict[str, Any]], key: str, ok) -> float:
     """The first logged step whose `key` satisfies `ok`, else +inf."""
@@ -212,7 +209,7 @@ def run_induction_head(cfg: InductionHeadConfig, ctx: RunContext) -> Verdict:
     xt, yt, ot = test_batch(trained.stats, cfg.task, cfg.eval_batch, device=ctx.device)
     floor = oracle_floor(trained.stats, xt, yt, ot)
     ctx.log(0, "floor", loss_bigram_floor=floor)
-    rows = _records(ctx.store.root, "test")
+    rows = read_split(ctx.store.root, "test")
     return induction_head_verdict(rows, floor)
 
 
@@ -252,10 +249,10 @@ def induction_head_verdict(rows: list[dict[str, Any]], floor: float) -> Verdict:
 
 def figures_induction_head(run_dir: Path) -> list[Path]:
     """Losses (with the oracle floor) and memory probes over iterations."""
-    rows = _records(run_dir, "test")
+    rows = read_split(run_dir, "test")
     if not rows:
         return []
-    floor = next((r["loss_bigram_floor"] for r in _records(run_dir, "floor")), None)
+    floor = next((r["loss_bigram_floor"] for r in read_split(run_dir, "floor")), None)
     steps = [r["step"] for r in rows]
     with paper_style():
         import matplotlib.pyplot as plt
@@ -295,7 +292,7 @@ def run_induction_depth(cfg: InductionConfig, ctx: RunContext) -> Verdict:
     for layers in (1, 2):
         tag = f"layers{layers}"
         train_model(cfg, ctx, tag, dataclasses.replace(cfg.model, n_layers=layers))
-        res[layers] = _records(ctx.store.root, tag)[-1]
+        res[layers] = read_split(ctx.store.root, tag)[-1]
     one, two = res[1]["acc_end"], res[2]["acc_end"]
     holds = one <= ONE_LAYER_MAX and two >= TWO_LAYER_MIN
     evidence = (f"acc_end on outs>=2: one layer {one:.3f} (fails if <= {ONE_LAYER_MAX}), two "
@@ -315,7 +312,7 @@ def figures_induction_depth(run_dir: Path) -> list[Path]:
         fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(6.5, 2.4))
         any_rows = False
         for layers in (1, 2):
-            rows = _records(run_dir, f"layers{layers}")
+            rows = read_split(run_dir, f"layers{layers}")
             if not rows:
                 continue
             any_rows = True
@@ -413,7 +410,7 @@ def length_verdict(table: dict[str, dict[int, dict[str, float]]],
 
 def figures_hijack_length(run_dir: Path) -> list[Path]:
     """acc_end and previous-token accuracy vs evaluation length, one line per scheme."""
-    rows = _records(run_dir, "length")
+    rows = read_split(run_dir, "length")
     if not rows:
         return []
     with paper_style():
@@ -569,7 +566,7 @@ def run_hijack_prompts(cfg: PromptsConfig, ctx: RunContext) -> Verdict:
 
 def figures_hijack_prompts(run_dir: Path) -> list[Path]:
     """Per family: in-context / global win rates and agreement across cells, per scheme."""
-    rows = _records(run_dir, "prompts")
+    rows = read_split(run_dir, "prompts")
     if not rows:
         return []
     families = list(dict.fromkeys(r["family"] for r in rows))

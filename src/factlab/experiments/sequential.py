@@ -29,7 +29,7 @@ from factlab.models.linear_attention import LinearAttentionRecall
 from factlab.probes import accuracy, relation_only, subject_only
 from factlab.report import paper_style, save_figure
 from factlab.runtime import make_generator
-from factlab.store import iter_jsonl
+from factlab.store import read_split
 from factlab.tasks.recall import RecallTaskConfig, sample_factual_recall
 from factlab.train import TrainConfig, train
 
@@ -88,7 +88,7 @@ def run(cfg: SequentialConfig, ctx: RunContext) -> Verdict:
                    show_progress=ctx.show_progress, desc="recall-sequential")
     result.raise_if_diverged()
     ctx.store.save_checkpoint("model", model.state_dict())
-    records = [r for r in ctx.store.read_metrics() if r["split"] == "test"]
+    records = read_split(ctx.store.root, "test")
     return judge(records, math.log(task.n_answers), cfg.train.steps)
 
 
@@ -133,7 +133,7 @@ def figures(run_dir: Path) -> list[Path]:
     """Losses and accuracies over steps with log(RD) and log D guides and the plateau shaded."""
     import matplotlib.pyplot as plt
 
-    records = [r for r in iter_jsonl(run_dir / "metrics.jsonl") if r["split"] == "test"]
+    records = read_split(run_dir, "test")
     if not records:
         return []
     cfg = __import__("json").loads((run_dir / "config.json").read_text())

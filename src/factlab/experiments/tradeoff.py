@@ -27,7 +27,7 @@ from factlab.recall import build_knowledge_base, train_factual_recall
 from factlab.report import paper_style, save_figure
 from factlab.runtime import derive_seed, progress
 from factlab.stats import spearman
-from factlab.store import iter_jsonl
+from factlab.store import read_split
 from factlab.tasks.recall import RecallTaskConfig
 from factlab.train import TrainConfig
 
@@ -125,7 +125,7 @@ def figures(run_dir: Path) -> list[Path]:
     """Accuracy heat-map over (attention params, MLP params) with the frontier marked."""
     import matplotlib.pyplot as plt
 
-    rows = [r for r in iter_jsonl(run_dir / "metrics.jsonl") if r["split"] == "grid"]
+    rows = read_split(run_dir, "grid")
     if not rows:
         return []
     cfg = json.loads((run_dir / "config.json").read_text())
