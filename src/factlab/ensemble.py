@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Callable, Generator, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -220,21 +220,6 @@ def train_memories_ensemble(kind: str, n: int, d: int, width: int, lr: float,
     return [(r.best_eval.get("acc", 0.0), r.steps) for r in results]
 
 
-def bisect_steps(lo: int, hi: int, tolerance: float) -> Generator[int, bool, int]:
-    """`capacity.bisect_largest` as a coroutine: yields each n to probe, receives success."""
-    if (yield hi):
-        return hi
-    if not (yield lo):
-        lo, hi = 1, lo
-    while hi / lo > tolerance and hi - lo > 1:
-        mid = min(hi - 1, max(lo + 1, round(math.sqrt(lo * hi))))
-        if (yield mid):
-            lo = mid
-        else:
-            hi = mid
-    return lo
-
-
 def capacity_rows_lockstep(kind: str, cfg: Any, d: int, width: int, lo: int, hi: int,
                            device: torch.device) -> list[tuple[int, list[dict[str, Any]]]]:
     """The bisections of every seed in `cfg.seeds` at one width, probes batched by n.
@@ -242,7 +227,7 @@ def capacity_rows_lockstep(kind: str, cfg: Any, d: int, width: int, lo: int, hi:
     Returns, per seed (in `cfg.seeds` order), (capacity, probe records in the order the
     sequential search makes them), so the caller can log exactly what the loop version logs.
     """
-    from factlab.experiments.capacity import train_memory
+    from factlab.experiments.capacity import bisect_steps, train_memory
     from factlab.runtime import derive_seed
 
     lrs = cfg.lr_grid or (cfg.train.lr,)
