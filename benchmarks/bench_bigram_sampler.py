@@ -18,8 +18,8 @@ import time
 
 import torch
 
-from factlab.bigrams import load_stats
-from factlab.tasks.bigram import sample_batch
+from factlab.tasks.bigram_stats import load_stats
+from factlab.tasks.trigger_bigram import sample_batch
 
 
 def python_sampler(unigram: list[float], bigram: list[list[float]], B: int, T: int, K: int,

@@ -22,9 +22,9 @@ def main(argv: list[str] | None = None) -> int:
     args = _common.parse_args(__doc__.splitlines()[0], argv)
     import torch
 
-    from factlab.ensemble import train_memories_ensemble
     from factlab.experiments.base import run_experiment
     from factlab.experiments.capacity import CAPACITY_LINEAR, CapacityConfig, train_memory
+    from factlab.train.ensemble import train_memories_ensemble
 
     device = torch.device(args.device)
     _common.header("bench ensemble: stacked seeds vs a loop", args.device)

@@ -32,7 +32,7 @@ def build(device: str, seed: int = 0, fold: bool = True):
     from factlab.knowledge import make_knowledge_base
     from factlab.models.one_layer import OneLayerConfig, OneLayerTransformer
     from factlab.runtime import make_generator
-    from factlab.tasks.recall import RecallTaskConfig
+    from factlab.tasks.factual_recall import RecallTaskConfig
 
     task = RecallTaskConfig(n_subjects=32, n_relations=32, n_answers=8, seq_len=32)
     kb = make_knowledge_base(32, 32, 8, seed=64)
@@ -48,7 +48,7 @@ def train_to(kind: str, device: str, lr: float, batch: int, budget_s: float,
     import torch.nn.functional as F
 
     from factlab.runtime import make_generator
-    from factlab.tasks.recall import sample_factual_recall
+    from factlab.tasks.factual_recall import sample_factual_recall
 
     model, kb, task = build(device, fold=kind == "folded")
     forward = model
@@ -93,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     model, kb, task = build(device, fold=False)
     folded, _, _ = build(device, fold=True)
     from factlab.runtime import make_generator
-    from factlab.tasks.recall import sample_factual_recall
+    from factlab.tasks.factual_recall import sample_factual_recall
 
     tokens, *_ = sample_factual_recall(kb, args.batch, make_generator(0), task.seq_len,
                                             task.noise, device=device)

@@ -36,7 +36,7 @@ def recall_step(device: str, quick: bool):
     from bench_recall import build
 
     from factlab.runtime import make_generator
-    from factlab.tasks.recall import sample_factual_recall
+    from factlab.tasks.factual_recall import sample_factual_recall
 
     model, kb, task = build(device)
     batch = lambda: sample_factual_recall(kb, 1024, make_generator(0), task.seq_len,
@@ -50,7 +50,7 @@ def memory_step(device: str, quick: bool):
     import torch
     import torch.nn.functional as F
 
-    from factlab.models.memory import MLPMemory
+    from factlab.models.memories import MLPMemory
     from factlab.runtime import make_generator
 
     n = 4096 if quick else 8192
@@ -123,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
     from bench_recall import build
 
     from factlab.runtime import make_generator
-    from factlab.tasks.recall import sample_factual_recall
+    from factlab.tasks.factual_recall import sample_factual_recall
 
     _, kb, task = build("cpu")
     gen, rng, batch = make_generator(0), random.Random(0), 1024

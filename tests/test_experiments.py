@@ -4,10 +4,11 @@ import json
 
 import numpy as np
 
+from factlab.analysis.search import bisect_largest
 from factlab.cli import main
 from factlab.experiments import all_experiments, get_experiment
 from factlab.experiments.base import run_experiment
-from factlab.experiments.capacity import bisect_largest, fit_slope
+from factlab.experiments.capacity import fit_slope
 from factlab.experiments.sequential import judge as judge_sequential
 from factlab.experiments.tradeoff import judge as judge_tradeoff
 

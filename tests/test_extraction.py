@@ -8,15 +8,15 @@ import numpy as np
 import pytest
 import torch
 
+from factlab.analysis.stats import spearman
 from factlab.config import ConfigError
 from factlab.experiments import get_experiment
-from factlab.extraction import ExtractionConfig, make_model, run_pipeline
 from factlab.models.lora import add_lora, lora_parameters, merge_lora
 from factlab.models.one_layer import OneLayerConfig, OneLayerTransformer
+from factlab.pipelines.extraction import ExtractionConfig, make_model, run_pipeline
 from factlab.probes import extraction as P
-from factlab.stats import spearman
-from factlab.tasks.corpus import CorpusConfig, build_corpus
-from factlab.train import TrainConfig, train
+from factlab.tasks.extraction_corpus import CorpusConfig, build_corpus
+from factlab.train.loop import TrainConfig, train
 
 SMALL = CorpusConfig(n_subjects=60, n_relations=3, n_templates=5, n_answers=4, multiplicity=3,
                      seq_len=8, n_noise=10, coverage=0.4, n_finetune=200)

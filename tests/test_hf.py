@@ -16,17 +16,17 @@ import torch
 
 from factlab.cli import main
 from factlab.config import ConfigError
-from factlab.experiments.realmodels import fixture_path
-from factlab.hf.popqa import (
+from factlab.store.run_dir import iter_jsonl
+from factlab.tasks.popqa import (
     COLUMNS,
     TEMPLATES,
     first_line,
+    fixture_path,
     is_correct,
     is_correct_normalised,
     load_popqa,
     parse_answers,
 )
-from factlab.store import iter_jsonl
 
 # ---------------------------------------------------------------- PopQA loader and scoring
 
@@ -123,9 +123,10 @@ def test_cli_bad_inputs_exit_2_with_one_line(tmp_path, capsys):
 
 
 def test_importing_factlab_does_not_import_transformers():
-    code = ("import sys, factlab, factlab.cli, factlab.hf, factlab.hf.popqa, "
-            "factlab.experiments.realmodels; from factlab.experiments import all_experiments; "
-            "all_experiments(); sys.exit(int('transformers' in sys.modules or "
+    code = ("import sys, factlab, factlab.cli, factlab.models.hf, factlab.tasks.popqa, "
+            "factlab.pipelines.popqa, factlab.experiments.realmodels; "
+            "from factlab.experiments import all_experiments; all_experiments(); "
+            "sys.exit(int('transformers' in sys.modules or "
             "'peft' in sys.modules))")
     assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0
 
@@ -137,8 +138,8 @@ def tiny(tmp_path_factory):
     """{"gpt2": path, "llama": path}: random tiny checkpoints over the fixture's vocabulary."""
     pytest.importorskip("transformers")
     pytest.importorskip("peft")
-    from factlab.hf.protocol import protocol_texts
-    from factlab.hf.tiny import build_tiny_checkpoint
+    from factlab.pipelines.popqa import protocol_texts
+    from factlab.pipelines.tiny_hf import build_tiny_checkpoint
 
     texts = protocol_texts(load_popqa(fixture_path()))
     root = tmp_path_factory.mktemp("tiny")
@@ -149,7 +150,7 @@ def tiny(tmp_path_factory):
 
 @pytest.mark.parametrize("arch", ["gpt2", "llama"])
 def test_hook_patterns_match_hf_eager_attentions(tiny, arch):
-    from factlab.hf.model import load_causal_lm
+    from factlab.models.hf import load_causal_lm
 
     hf = load_causal_lm(tiny[arch])
     tokens = hf.tokenizer(["Q: What is Zudra Rommor's occupation? A: glassmonger"],
@@ -171,7 +172,7 @@ def test_hook_patterns_match_hf_eager_attentions(tiny, arch):
 
 def test_loader_refuses_a_directory_that_is_not_a_model(tmp_path):
     pytest.importorskip("transformers")
-    from factlab.hf.model import load_causal_lm
+    from factlab.models.hf import load_causal_lm
 
     (tmp_path / "config.json").write_text('{"model_type": "gpt2"}')  # config, no weights
     with pytest.raises(ConfigError, match="cannot load") as info:
@@ -180,8 +181,8 @@ def test_loader_refuses_a_directory_that_is_not_a_model(tmp_path):
 
 
 def test_lora_targets_conv1d_with_fan_in_fan_out_and_freezes_the_base(tiny):
-    from factlab.hf.model import load_causal_lm
-    from factlab.hf.protocol import lora_wrap
+    from factlab.models.hf import load_causal_lm
+    from factlab.pipelines.popqa import lora_wrap
 
     hf = load_causal_lm(tiny["gpt2"])
     net = lora_wrap(hf.model, rank=2, target_modules=())
@@ -229,7 +230,7 @@ def test_popqa_extraction_end_to_end(tiny, tmp_path, arch, finetune):
 
 
 def _load(path):
-    from factlab.hf.model import load_causal_lm
+    from factlab.models.hf import load_causal_lm
 
     return load_causal_lm(path).model
 
@@ -248,7 +249,7 @@ def test_popqa_extraction_is_a_pure_function_of_its_config(tiny, tmp_path):
 
 
 def test_run_with_hooks_can_read_and_replace_activations(tiny):
-    from factlab.hf.model import load_causal_lm
+    from factlab.models.hf import load_causal_lm
 
     hf = load_causal_lm(tiny["llama"])
     tokens = hf.tokenizer(["Q: What color is Qelothqel? A: teal"], return_tensors="pt")["input_ids"]

@@ -23,8 +23,8 @@ from factlab.models.ic_memory import (
     oracle_accuracy,
 )
 from factlab.models.ic_model import ICModelConfig, ICRecallModel
-from factlab.probes.ic import role_masses
-from factlab.tasks.icl import (
+from factlab.probes.ic_recall import role_masses
+from factlab.tasks.ic_recall import (
     ICTaskConfig,
     all_triplets,
     make_ic_knowledge_base,
@@ -201,7 +201,7 @@ def test_small_fine_tuning_reaches_target(tmp_path):
     """Attention-only fine-tuning with the constructed memory reaches 99% on all triplets."""
     from factlab.experiments.base import RunContext
     from factlab.experiments.ic_recall import build_setup
-    from factlab.store import RunStore
+    from factlab.store.run_dir import RunStore
 
     exp = get_experiment("ic-recall")
     cfg = exp.make_config({"task.n_subjects": 64, "n_prompts": 2048, "train.steps": 400,
@@ -218,7 +218,7 @@ def test_pretrained_memory_roundtrip(tmp_path):
     """M3 tensors saved as safetensors load back; mismatched shapes are a one-line error."""
     from factlab.knowledge import make_knowledge_base
     from factlab.models.ic_memory import PretrainConfig, load_pretrained, pretrain_memory
-    from factlab.store import RunStore
+    from factlab.store.run_dir import RunStore
 
     kb = make_knowledge_base(16, 2, 4, 64)
     t, m = pretrain_memory(kb, 32, PretrainConfig(d_mlp=32, seq_len=4, steps=20,

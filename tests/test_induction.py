@@ -7,7 +7,6 @@ import json
 import pytest
 import torch
 
-from factlab.bigrams import load_stats, stats_from_text
 from factlab.config import ConfigError
 from factlab.models.two_layer import TwoLayerConfig, TwoLayerModel, reference_construction
 from factlab.probes.induction import (
@@ -16,7 +15,8 @@ from factlab.probes.induction import (
     path_logits,
     prev_token_acc,
 )
-from factlab.tasks.bigram import make_prompts, peaked_queries, sample_batch
+from factlab.tasks.bigram_stats import load_stats, stats_from_text
+from factlab.tasks.trigger_bigram import make_prompts, peaked_queries, sample_batch
 
 
 @pytest.fixture(scope="module")

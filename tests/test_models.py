@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from factlab.models.linear_attention import LinearAttentionRecall
-from factlab.models.memory import LinearMemory, MLPMemory
+from factlab.models.memories import LinearMemory, MLPMemory
 from factlab.models.one_layer import OneLayerConfig, OneLayerTransformer, count_params
 
 

@@ -5,7 +5,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from factlab.knowledge import make_knowledge_base, zipf_weights
-from factlab.tasks.recall import sample_factual_recall
+from factlab.tasks.factual_recall import sample_factual_recall
 
 
 @settings(max_examples=25, deadline=None)

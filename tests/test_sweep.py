@@ -14,10 +14,11 @@ from pathlib import Path
 import pytest
 import torch
 
+from factlab.analysis.verdicts import Verdict, decide
 from factlab.config import ConfigError, ExperimentConfig, require
-from factlab.experiments.base import Experiment, RunContext, Verdict
+from factlab.experiments.base import Experiment, RunContext
+from factlab.runs.sweep import expand_grid, parse_axis, parse_seeds, plan_sweep, read_table, run_sweep
 from factlab.runtime import make_generator
-from factlab.sweep import expand_grid, parse_axis, parse_seeds, plan_sweep, read_table, run_sweep
 
 HERE = Path(__file__).resolve().parent
 
@@ -44,7 +45,7 @@ def _toy_run(cfg: ToyConfig, ctx: RunContext) -> Verdict:
     noise = torch.rand(1, generator=make_generator(cfg.seed)).item()
     value = 2 * cfg.x + noise
     ctx.log(0, "test", value=value)
-    return Verdict(value > 1, f"value = {value:.3f}", {"value": value, "width": sum(cfg.widths)})
+    return decide(value > 1, f"value = {value:.3f}", {"value": value, "width": sum(cfg.widths)})
 
 
 TOY = Experiment(name="toy", claim="value grows with x", config=ToyConfig, run=_toy_run,
@@ -72,7 +73,7 @@ def test_plan_expands_tuple_fields_and_seeds(tmp_path):
     sweep = plan_sweep("capacity-linear", ["d=8,11", "train.lr=0.5"], seeds="0-2", out=tmp_path)
     assert len(sweep.cells) == 6 and len({c.run_id for c in sweep.cells}) == 6
     assert sorted({tuple(c.config["d"]) for c in sweep.cells}) == [(8,), (11,)]
-    assert {c.config["seed"] for c in sweep.cells} == {0, 1, 2}
+    assert sorted(c.config["seeds"] for c in sweep.cells) == [[0], [0], [1], [1], [2], [2]]
     assert all(c.config["train"]["lr"] == 0.5 for c in sweep.cells)
     one = plan_sweep("capacity-linear", ["d=[8,11]"], seeds="0-1", out=tmp_path)
     assert [c.config["d"] for c in one.cells] == [[8, 11], [8, 11]]
@@ -111,7 +112,7 @@ def test_kill_driver_then_resume(tmp_path):
     cells not recomputed, and the same table as a sweep that was never interrupted."""
     out = tmp_path / "sweep"
     args = ["x=1:6", "sleep=0.3"]
-    script = ("import sys; from factlab.sweep import plan_sweep, run_sweep; "
+    script = ("import sys; from factlab.runs.sweep import plan_sweep, run_sweep; "
               f"run_sweep(plan_sweep('test_sweep:TOY', {args!r}, out={str(out)!r}), "
               "launcher='local', workers=2)")
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(HERE), *sys.path])}
@@ -161,10 +162,11 @@ def test_ray_and_submitit_tables_agree_with_local(tmp_path, monkeypatch):
 
 def test_ensemble_equals_separate_runs():
     """Stacked training of 4 seeds = 4 ordinary `train` runs, up to float tolerance."""
-    from factlab.ensemble import train_memories_ensemble
-    from factlab.experiments.capacity import CapacityConfig, train_memory
+    from factlab.experiments.capacity import CapacityConfig
+    from factlab.pipelines.capacity_search import train_memories_ensemble
+    from factlab.train.recipes import train_memory
 
-    cfg = CapacityConfig(seed=0)
+    cfg = CapacityConfig(seeds=(0,))
     cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, steps=300))
     seeds = [3, 5, 8, 13]
     for kind, n, lr in (("linear", 20, 1.0), ("mlp", 40, 0.03)):
@@ -204,8 +206,8 @@ def test_cli_sweep_refuses_bad_cells_and_extras_stay_optional(tmp_path, capsys):
     with pytest.raises(SystemExit) as exc:  # argparse's own one-line error
         main(["sweep", "capacity-linear", "d=8", "--launcher", "nope"])
     assert exc.value.code == 2
-    code = ("import sys, factlab.cli, factlab.sweep, factlab.launchers, factlab.ensemble; "
-            "sys.exit(int(any(m in sys.modules for m in ('ray', 'submitit'))))")
+    code = ("import sys, factlab.cli, factlab.runs.sweep, factlab.runs.launchers, "
+            "factlab.train.ensemble; sys.exit(int(any(m in sys.modules for m in ('ray', 'submitit'))))")
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
 
 
@@ -213,9 +215,9 @@ def test_generic_vmap_ensemble_matches_separate_training():
     """Ensemble(vmap) + train_ensemble on one-layer models = `train` per model (params)."""
     import torch.nn.functional as F
 
-    from factlab.ensemble import Ensemble, train_ensemble
     from factlab.models.one_layer import OneLayerConfig, OneLayerTransformer
-    from factlab.train import TrainConfig, train
+    from factlab.train.ensemble import Ensemble, train_ensemble
+    from factlab.train.loop import TrainConfig, train
 
     cfg = OneLayerConfig(d_model=16, n_heads=2, d_head=4, d_mlp=8)
     tcfg = TrainConfig(optimizer="adam", lr=0.01, steps=25, eval_every=5, grad_clip=1.0)

@@ -6,8 +6,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from factlab.models.memory import MLPMemory
-from factlab.train import DivergenceError, TrainConfig, lr_factor, train
+from factlab.models.memories import MLPMemory
+from factlab.train.loop import DivergenceError, TrainConfig, lr_factor, train
 
 
 def _memory_task(gen, n=60, d=16, width=48):

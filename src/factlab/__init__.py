@@ -1,3 +1,5 @@
 """factlab: a laboratory for how transformers store, extract and recall facts."""
 
-__version__ = "0.1.0"
+from factlab.version import __version__
+
+__all__ = ["__version__"]

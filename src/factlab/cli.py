@@ -71,7 +71,7 @@ def _add_sweep_parsers(sub: argparse._SubParsersAction) -> None:
 
 def _cmd_sweep(args: argparse.Namespace) -> int:
     from factlab.config import load_config_file
-    from factlab.sweep import draw_trend, plan_sweep, run_sweep, summarize
+    from factlab.runs.sweep import draw_trend, plan_sweep, run_sweep, summarize
 
     base = load_config_file(args.config) if args.config else {}
     sweep = plan_sweep(args.name, args.overrides, seeds=args.seeds, out=args.out, base=base)
@@ -148,7 +148,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
     out = args.out or f"runs/{exp.name}/{summary['run_id']}"
     print(f"run directory: {out}  ({summary['wall_time_s']:.1f} s)")
     print(f"claim:    {summary['claim']}")
-    print(f"verdict:  {'HOLDS' if summary['holds'] else 'DOES NOT HOLD'}")
+    verdict = summary["verdict"].upper()
+    print(f"verdict:  {verdict}" + (f" ({summary['reason']})" if summary["reason"] else ""))
     print(f"evidence: {summary['evidence']}")
     return 0
 
@@ -193,7 +194,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if extra:  # overrides given after an option, e.g. `run NAME --out DIR d=32`
         args.overrides = [*args.overrides, *extra]
     from factlab.config import ConfigError
-    from factlab.train import DivergenceError
+    from factlab.train.loop import DivergenceError
 
     try:
         if args.command == "list":

@@ -28,14 +28,27 @@ def require(condition: bool, key: str, message: str) -> None:
 
 @dataclasses.dataclass
 class ExperimentConfig:
-    """Fields every experiment config has: the seed, the device and the scale preset."""
+    """Fields every experiment config has: the seeds, the device and the scale preset.
 
-    seed: int = 0
+    `seeds` is the one seed knob: a claim's verdict is computed over every seed in it (three
+    at the quick scale). `seed=N` on the command line means `seeds=N` (one seed).
+    """
+
+    seeds: tuple[int, ...] = (0, 1, 2)
     device: str = "cpu"  # "cpu", "cuda", "cuda:1" or "auto"
     scale: Literal["quick", "paper"] = "quick"
 
+    @property
+    def seed(self) -> int:
+        """The first seed: what a single-seed stage derives its generators from."""
+        return self.seeds[0]
+
     def check(self) -> None:
-        require(self.seed >= 0, "seed", f"must be >= 0, got {self.seed}")
+        require(len(self.seeds) >= 1, "seeds", "needs at least one seed, e.g. seeds=0,1,2")
+        require(all(0 <= s < 2**63 for s in self.seeds), "seeds",
+                f"every seed must be in [0, 2^63), got {list(self.seeds)}")
+        require(len(set(self.seeds)) == len(self.seeds), "seeds",
+                f"seeds must be distinct, got {list(self.seeds)}")
         require(
             self.device == "auto" or self.device.split(":")[0] in ("cpu", "cuda", "mps"),
             "device", f"must be one of auto, cpu, cuda, cuda:N, mps; got {self.device!r}",
@@ -172,7 +185,15 @@ def _set_in(section: Any, key: str, raw: Any, prefix: str) -> Any:
 
 
 def apply_overrides(cfg: Any, overrides: dict[str, Any]) -> Any:
-    """Apply {dotted_key: value} overrides in order and validate the result."""
+    """Apply {dotted_key: value} overrides in order and validate the result.
+
+    `seed` is an alias of `seeds` (one seed); giving both is refused as ambiguous.
+    """
+    if "seed" in overrides:
+        if "seeds" in overrides:
+            raise ConfigError("seed and seeds given together; use seeds=0,1,2 (seed=N means "
+                              "seeds=N)")
+        overrides = {("seeds" if k == "seed" else k): v for k, v in overrides.items()}
     for key, raw in overrides.items():
         cfg = set_value(cfg, key, raw)
     validate(cfg)

@@ -13,6 +13,8 @@ from typing import Any, TypeVar
 import numpy as np
 import torch
 
+from factlab.config import ConfigError
+
 T = TypeVar("T")
 
 
@@ -39,7 +41,6 @@ def derive_seed(*parts: Any) -> int:
 
 def resolve_device(name: str) -> torch.device:
     """'auto' picks CUDA when available; an unavailable device is a one-line error."""
-    from factlab.config import ConfigError
 
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")

@@ -3,6 +3,11 @@
 An experiment is a claim plus three functions: a default config (a dataclass), `run(cfg, ctx)`
 that trains and measures and returns a `Verdict` computed from its own numbers, and
 `figures(run_dir)` that redraws every figure from the stored files alone.
+
+A verdict has three states (`factlab.analysis.verdicts`): holds, fails, or inconclusive with a
+one-line reason (a budget spent while still improving, a target outside the searched bracket, a
+prerequisite not met, too few samples). A descriptive experiment measures without a claim and
+says so.
 """
 
 from __future__ import annotations
@@ -15,18 +20,10 @@ from typing import Any
 
 import torch
 
+from factlab.analysis.verdicts import Verdict
 from factlab.config import ExperimentConfig, apply_overrides, to_dict
 from factlab.runtime import progress_enabled, resolve_device, set_seed
-from factlab.store import RunStore, run_id
-
-
-@dataclasses.dataclass
-class Verdict:
-    """The computed answer to a claim: holds, the one-line evidence, and the metrics."""
-
-    holds: bool
-    evidence: str
-    metrics: dict[str, Any]
+from factlab.store.run_dir import RunStore, run_id
 
 
 @dataclasses.dataclass
@@ -52,6 +49,7 @@ class Experiment:
     run: Callable[[Any, RunContext], Verdict]
     figures: Callable[[Path], list[Path]]
     presets: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
+    descriptive: bool = False  # a measurement with no claim: its verdict is "descriptive"
 
     def make_config(self, overrides: dict[str, Any] | None = None) -> Any:
         """Default config, then the preset named by `scale` (if any), then `overrides`."""
@@ -85,8 +83,7 @@ def run_experiment(exp: Experiment, cfg: Any, out: str | Path | None = None,
     store.close()
     figures = [str(p.relative_to(run_dir)) for p in exp.figures(run_dir)]
     summary = {
-        "experiment": exp.name, "claim": exp.claim, "holds": bool(verdict.holds),
-        "evidence": verdict.evidence, "metrics": verdict.metrics,
+        "experiment": exp.name, "claim": exp.claim, **verdict.summary_fields(),
         "wall_time_s": round(wall, 2), "figures": figures, "run_id": run_id(config),
     }
     store.write_summary(summary)

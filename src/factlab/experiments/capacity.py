@@ -13,22 +13,22 @@ only like d (sqrt P) would give 0.5, which the lower bound rejects.
 from __future__ import annotations
 
 import dataclasses
-import math
-from collections.abc import Callable, Generator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Literal
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 
+from factlab.analysis.search import bisect_largest
+from factlab.analysis.verdicts import Verdict, decide, inconclusive
 from factlab.config import ExperimentConfig, require
-from factlab.experiments.base import Experiment, RunContext, Verdict
-from factlab.models.memory import LinearMemory, MLPMemory
-from factlab.report import band, paper_style, save_figure
-from factlab.runtime import derive_seed, make_generator, progress
-from factlab.store import read_split
-from factlab.train import TrainConfig, train
+from factlab.experiments.base import Experiment, RunContext
+from factlab.pipelines.capacity_search import capacity_rows_lockstep
+from factlab.report.style import band, paper_style, save_figure
+from factlab.runtime import derive_seed, progress
+from factlab.store.run_dir import read_split
+from factlab.train.loop import TrainConfig
+from factlab.train.recipes import train_memory
 
 SLOPE_RANGE = (0.70, 1.10)
 
@@ -45,7 +45,7 @@ class CapacityConfig(ExperimentConfig):
     n_bins: int = 32  # M for the binned target
     threshold: float = 0.99  # accuracy that counts as "stored"
     tolerance: float = 1.05  # bisection stops once hi / lo <= tolerance (paper: 1.01)
-    ensemble: bool = False  # train all seeds' probes as one stacked model (factlab.ensemble)
+    ensemble: bool = False  # train all seeds' probes as one stacked model (factlab.train.ensemble)
     train: TrainConfig = dataclasses.field(default_factory=lambda: TrainConfig(
         optimizer="adam", lr=0.1, steps=1500, eval_every=32, target_acc=0.99))
 
@@ -61,67 +61,6 @@ class CapacityConfig(ExperimentConfig):
         require(0 < self.threshold <= 1, "threshold", "must be in (0, 1]")
         require(self.tolerance > 1, "tolerance", f"must be > 1, got {self.tolerance}")
         require(self.n_bins >= 2, "n_bins", "must be >= 2")
-
-
-def make_targets(n: int, cfg: CapacityConfig) -> tuple[torch.Tensor, int]:
-    """(f*(x) for x in [n], number of outputs M)."""
-    if cfg.target == "identity":
-        return torch.arange(n), n
-    return (torch.arange(n) * cfg.n_bins) // n, cfg.n_bins
-
-
-def train_memory(kind: str, n: int, d: int, width: int, lr: float, seed: int,
-                 cfg: CapacityConfig, device: torch.device) -> tuple[float, int]:
-    """Train one memory full-batch on all n associations; return (best accuracy, steps)."""
-    gen = make_generator(seed)
-    targets, n_out = make_targets(n, cfg)
-    if kind == "linear":
-        model = LinearMemory(n, n_out, d, gen)
-    else:
-        model = MLPMemory(n, n_out, d, width, gen)
-    model = model.to(device)
-    x, y = torch.arange(n, device=device), targets.to(device)
-
-    def loss_fn(step: int) -> torch.Tensor:
-        return F.cross_entropy(model(x), y)
-
-    @torch.no_grad()
-    def eval_fn() -> dict[str, float]:
-        return {"acc": (model(x).argmax(-1) == y).float().mean().item()}
-
-    tcfg = dataclasses.replace(cfg.train, lr=lr, target_acc=cfg.threshold)
-    result = train(model.parameters(), loss_fn, tcfg, eval_fn, show_progress=False)
-    return result.best_eval.get("acc", 0.0), result.steps
-
-
-def bisect_steps(lo: int, hi: int, tolerance: float) -> Generator[int, bool, int]:
-    """The capacity search as a coroutine: yields each n to probe, receives its success, and
-    returns the largest n in [1, hi] that succeeds (assuming monotonicity), to within
-    `tolerance`. Starts from the bracket [lo, hi] and falls back to [1, lo] when lo already
-    fails; splits geometrically, since capacities span orders of magnitude. As a coroutine it
-    serves both the one-seed loop (`bisect_largest`) and the lockstep ensemble of seeds."""
-    if (yield hi):
-        return hi
-    if not (yield lo):
-        lo, hi = 1, lo
-    while hi / lo > tolerance and hi - lo > 1:
-        mid = min(hi - 1, max(lo + 1, round(math.sqrt(lo * hi))))
-        if (yield mid):
-            lo = mid
-        else:
-            hi = mid
-    return lo
-
-
-def bisect_largest(lo: int, hi: int, succeeds: Callable[[int], bool], tolerance: float) -> int:
-    """`bisect_steps` driven by `succeeds(n)`: the largest n that succeeds."""
-    steps = bisect_steps(lo, hi, tolerance)
-    n = next(steps)
-    try:
-        while True:
-            n = steps.send(succeeds(n))
-    except StopIteration as done:
-        return done.value
 
 
 def _cells(kind: str, cfg: CapacityConfig) -> list[tuple[int, float, int]]:
@@ -178,8 +117,6 @@ def make_run(kind: Literal["linear", "mlp"]) -> Callable[[CapacityConfig, RunCon
 
             lo, hi = _bracket(kind, d, ratio)
             if cfg.ensemble:  # every seed of this width at once; logs what the loop logs
-                from factlab.ensemble import capacity_rows_lockstep
-
                 if (d, width) not in lockstep:
                     lockstep[d, width] = dict(zip(cfg.seeds, capacity_rows_lockstep(
                         kind, cfg, d, width, lo, hi, ctx.device)))
@@ -217,14 +154,14 @@ def _verdict(kind: str, rows: list[dict]) -> Verdict:
     metrics["slope"] = slopes
     metrics["slope_range"] = list(SLOPE_RANGE)
     if not slopes:
-        return Verdict(False, "needs at least two widths d to fit a slope", metrics)
+        return inconclusive("needs at least two widths d to fit a slope", metrics=metrics)
     lo, hi = SLOPE_RANGE
     holds = all(lo <= s <= hi for s in slopes.values())
     fitted = ", ".join(f"{k}: {v:.2f}" for k, v in slopes.items())
     const = ", ".join(f"{k}: {v:.2f}" for k, v in metrics["params_per_nlogn"].items())
     evidence = (f"slope of log capacity vs log params = {fitted} (linear-up-to-log needs "
                 f"{lo:.2f}..{hi:.2f}); median P/(N ln N) = {const}")
-    return Verdict(holds, evidence, metrics)
+    return decide(holds, evidence, metrics)
 
 
 def make_figures(kind: str) -> Callable[[Path], list[Path]]:

@@ -1,6 +1,6 @@
 """Knowledge acquisition and extraction experiments (arXiv 2508.00901; spec §6-§7).
 
-Each experiment runs the pipeline of `factlab.extraction` over a grid and seeds, and judges
+Each experiment runs the pipeline of `factlab.pipelines.extraction` over a grid and seeds, and judges
 its claim against the thresholds below (each with its reason). Figures are in
 `factlab.experiments.extraction_figures`.
 """
@@ -14,8 +14,10 @@ from typing import Any
 import numpy as np
 import torch
 
+from factlab.analysis.stats import spearman
+from factlab.analysis.verdicts import Verdict, decide
 from factlab.config import require
-from factlab.experiments.base import Experiment, RunContext, Verdict
+from factlab.experiments.base import Experiment, RunContext
 from factlab.experiments.extraction_figures import (
     figures_attention_only,
     figures_extraction,
@@ -23,7 +25,7 @@ from factlab.experiments.extraction_figures import (
     figures_schedule,
     make_trend_figure,
 )
-from factlab.extraction import (
+from factlab.pipelines.extraction import (
     STORED_MIN,
     ExtractionConfig,
     finetune_copy,
@@ -31,8 +33,7 @@ from factlab.extraction import (
     run_pipeline,
 )
 from factlab.probes import extraction as P
-from factlab.stats import spearman
-from factlab.tasks.corpus import CorpusConfig
+from factlab.tasks.extraction_corpus import CorpusConfig
 
 # ----------------------------------------------------------------------------- thresholds
 
@@ -109,7 +110,7 @@ def run_extraction(cfg: ExtractionConfig, ctx: RunContext) -> Verdict:
           f"(needs >= {EXTRACT_MIN}, chance {out['chance']:.3f}); cells cov/seen "
           f"{out['test_acc_cov_seen']:.2f}, cov/unseen {out['test_acc_cov_unseen']:.2f}; "
           f"retained {out['retained_acc']:.3f}; hallucination {out['test_hallucination']:.2f}")
-    return Verdict(holds, ev, _scalar(out))
+    return decide(holds, ev, _scalar(out))
 
 
 def _sweep_cells(cfg: ExtractionConfig, ctx: RunContext, key: str, values: list,
@@ -147,7 +148,7 @@ def run_multiplicity(cfg: MultiplicityConfig, ctx: RunContext) -> Verdict:
     rows = _sweep_cells(cfg, ctx, "K", values, lambda c, k: dataclasses.replace(
         c, corpus=dataclasses.replace(c.corpus, multiplicity=k)))
     ok, ev, metrics = _trend(rows, "K", values, +1, "K")
-    return Verdict(ok, ev, metrics)
+    return decide(ok, ev, metrics)
 
 
 def run_universe(cfg: UniverseConfig, ctx: RunContext) -> Verdict:
@@ -156,7 +157,7 @@ def run_universe(cfg: UniverseConfig, ctx: RunContext) -> Verdict:
     rows = _sweep_cells(cfg, ctx, "universe_size", values, lambda c, u: dataclasses.replace(
         c, corpus=dataclasses.replace(c.corpus, n_templates=u // c.corpus.n_relations)))
     ok, ev, metrics = _trend(rows, "universe_size", values, -1, "|R|")
-    return Verdict(ok, ev, metrics)
+    return decide(ok, ev, metrics)
 
 
 def run_coverage(cfg: CoverageConfig, ctx: RunContext) -> Verdict:
@@ -196,7 +197,7 @@ def run_coverage(cfg: CoverageConfig, ctx: RunContext) -> Verdict:
     ev = (f"trend {'holds' if ok else 'fails'}: {ev}; failure regime "
           f"{'shown' if failure else 'NOT shown'} at c={values[0]:g}: stored {stored:.3f} "
           f"(needs >= {STORED_MIN}), held-out {low_acc:.3f} (near chance needs <= {near:.3f})")
-    return Verdict(ok and failure, ev, metrics)
+    return decide(ok and failure, ev, metrics)
 
 
 def run_lora(cfg: LoRAExpConfig, ctx: RunContext) -> Verdict:
@@ -236,7 +237,7 @@ def run_lora(cfg: LoRAExpConfig, ctx: RunContext) -> Verdict:
                "dW_in_top_energy": energy, "dW_QK_top_energy": qk_energy,
                "dW_in_align_format": align, "dW_QK_align_afmt": qk_align,
                "lora_comparable": comparable, "full_update_rank_one": rank_one}
-    return Verdict(comparable and rank_one, ev, metrics)
+    return decide(comparable and rank_one, ev, metrics)
 
 
 def run_schedule(cfg: ScheduleConfig, ctx: RunContext) -> Verdict:
@@ -296,7 +297,7 @@ def run_schedule(cfg: ScheduleConfig, ctx: RunContext) -> Verdict:
     ev = "; ".join(parts) + (f" (an effect needs an acc spread >= {SCHEDULE_EFFECT}, a "
                              f"steps spread >= {SCHEDULE_STEPS_EFFECT:.0%}, or acquisition "
                              f"within budget for some schedules only)")
-    return Verdict(shaped, ev, metrics)
+    return decide(shaped, ev, metrics)
 
 
 def _mean_or_nan(values: list) -> float:
@@ -335,7 +336,7 @@ def run_attention_only(cfg: AttentionOnlyConfig, ctx: RunContext) -> Verdict:
                    for n, m in metrics.items())
     ev += (f" (fails = stored < {STORED_MIN} or held-out < {EXTRACT_MIN}; the claim needs the "
            f"1-head attention-only model to fail while the MLP model succeeds)")
-    return Verdict(fails and mlp_ok, ev, metrics)
+    return decide(fails and mlp_ok, ev, metrics)
 
 
 # ----------------------------------------------------------------------------- sweep configs

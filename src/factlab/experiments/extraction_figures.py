@@ -9,8 +9,8 @@ from typing import Any
 import numpy as np
 
 from factlab.probes import extraction as P
-from factlab.report import band, paper_style, save_figure
-from factlab.store import read_split
+from factlab.report.style import band, paper_style, save_figure
+from factlab.store.run_dir import read_split
 
 # ----------------------------------------------------------------------------- figures
 

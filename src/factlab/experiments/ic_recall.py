@@ -53,8 +53,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from factlab.analysis.verdicts import Verdict, decide
 from factlab.config import ExperimentConfig, require
-from factlab.experiments.base import Experiment, RunContext, Verdict
+from factlab.experiments.base import Experiment, RunContext
 from factlab.knowledge import KnowledgeBase
 from factlab.models.ic_memory import (
     FrozenMemory,
@@ -68,11 +69,11 @@ from factlab.models.ic_memory import (
     random_feature_memory,
 )
 from factlab.models.ic_model import ICModelConfig, ICRecallModel
-from factlab.probes.ic import recall_metrics, role_masses
-from factlab.report import paper_style, save_figure
+from factlab.probes.ic_recall import recall_metrics, role_masses
+from factlab.report.style import paper_style, save_figure
 from factlab.runtime import derive_seed, make_generator
-from factlab.store import iter_jsonl, read_split
-from factlab.tasks.icl import (
+from factlab.store.run_dir import iter_jsonl, read_split
+from factlab.tasks.ic_recall import (
     ICTaskConfig,
     ICVocab,
     all_triplets,
@@ -80,7 +81,7 @@ from factlab.tasks.icl import (
     sample_ic_recall,
     seen_triplets,
 )
-from factlab.train import TrainConfig, train
+from factlab.train.loop import TrainConfig, train
 
 ACC_TARGET = 0.99
 PSI_MAX = 0.25
@@ -372,7 +373,7 @@ def _pattern_summary(per_seed: list[dict], oracle: float | None, info: dict) -> 
     metrics = {"per_seed": per_seed, "oracle_acc": oracle, "acc_ok": acc_ok,
                "pattern_ok": pat_ok, "oracle_ok": oracle_ok,
                **{k: v for k, v in info.items() if k != "pretrained_from"}}
-    return Verdict(acc_ok and pat_ok and oracle_ok, evidence, metrics)
+    return decide(acc_ok and pat_ok and oracle_ok, evidence, metrics)
 
 
 def pattern_figures(run_dir: Path) -> list[Path]:
@@ -564,7 +565,7 @@ def _samples_verdict(rows: list[dict], cfg: ICSamplesConfig) -> Verdict:
     metrics["memory_range_fold"] = span
     metrics["thresholds"] = {"polylog_slope_max": POLYLOG_SLOPE_MAX,
                              "linear_slope_min": LINEAR_SLOPE_MIN, "acc_target": ACC_TARGET}
-    return Verdict(ok, "; ".join(parts), metrics)
+    return decide(ok, "; ".join(parts), metrics)
 
 
 def samples_figures(run_dir: Path) -> list[Path]:

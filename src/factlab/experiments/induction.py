@@ -22,9 +22,9 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from factlab.bigrams import BigramStats, load_stats
+from factlab.analysis.verdicts import Verdict, decide
 from factlab.config import ExperimentConfig, require
-from factlab.experiments.base import Experiment, RunContext, Verdict
+from factlab.experiments.base import Experiment, RunContext
 from factlab.models.attention import ABSOLUTE, POS_SCHEMES, RELATIVE
 from factlab.models.two_layer import TwoLayerConfig, TwoLayerModel
 from factlab.probes.induction import (
@@ -38,17 +38,18 @@ from factlab.probes.induction import (
     path_metrics,
     prev_token_acc,
 )
-from factlab.report import paper_style, save_figure
+from factlab.report.style import paper_style, save_figure
 from factlab.runtime import derive_seed, make_generator
-from factlab.store import read_split
-from factlab.tasks.bigram import (
+from factlab.store.run_dir import read_split
+from factlab.tasks.bigram_stats import BigramStats, load_stats
+from factlab.tasks.trigger_bigram import (
     TriggerTaskConfig,
     make_prompts,
     peaked_queries,
     sample_batch,
     sample_from_config,
 )
-from factlab.train import TrainConfig, train
+from factlab.train.loop import TrainConfig, train
 
 # induction-head. "Early" compares times to a fraction of each loss's own total decrease, so it
 # does not depend on how far above the oracle floor a small model stays (it cannot know the
@@ -244,7 +245,7 @@ def induction_head_verdict(rows: list[dict[str, Any]], floor: float) -> Verdict:
                                                "wk1_acc", "wo1_acc", "ff1_loss")},
                "probe_steps": t, "bigram_first": bigram_first, "head_drops": drops,
                "top_down": top_down}
-    return Verdict(holds, evidence, metrics)
+    return decide(holds, evidence, metrics)
 
 
 def figures_induction_head(run_dir: Path) -> list[Path]:
@@ -301,7 +302,7 @@ def run_induction_depth(cfg: InductionConfig, ctx: RunContext) -> Verdict:
                 f"{res[2]['loss_bigram']:.2f}")
     metrics = {f"layers{k}": {m: v[m] for m in ("acc_end", "loss_head", "loss_bigram", "acc_tot")}
                for k, v in res.items()}
-    return Verdict(holds, evidence, metrics)
+    return decide(holds, evidence, metrics)
 
 
 def figures_induction_depth(run_dir: Path) -> list[Path]:
@@ -405,7 +406,7 @@ def length_verdict(table: dict[str, dict[int, dict[str, float]]],
     metrics = {"acc_end": {s: {str(f): table[s][f]["acc_end"] for f in factors} for s in table},
                "prev_token_acc_late": {s: table[s][hi]["prev_token_acc_late"] for s in table},
                "drop": drops, "inconclusive": unlearned}
-    return Verdict(ape_ok and rpe_ok, evidence, metrics)
+    return decide(ape_ok and rpe_ok, evidence, metrics)
 
 
 def figures_hijack_length(run_dir: Path) -> list[Path]:
@@ -561,7 +562,7 @@ def run_hijack_prompts(cfg: PromptsConfig, ctx: RunContext) -> Verdict:
                 + ", ".join(f"{k} {sum(v) / len(v):.2f}" for k, v in sorted(wins.items())))
     metrics = {"agreement": agree,
                "in_context_wins": {k: sum(v) / len(v) for k, v in wins.items()}}
-    return Verdict(holds, evidence, metrics)
+    return decide(holds, evidence, metrics)
 
 
 def figures_hijack_prompts(run_dir: Path) -> list[Path]:

@@ -16,27 +16,26 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
 import torch
 
+from factlab.analysis.verdicts import Verdict, decide, inconclusive
 from factlab.config import ConfigError, ExperimentConfig, require
-from factlab.experiments.base import Experiment, RunContext, Verdict
-from factlab.models.gpt import GPTConfig
-from factlab.report import paper_style, save_figure
+from factlab.experiments.base import Experiment, RunContext
+from factlab.models.gpt import GPT, GPTConfig
+from factlab.models.hf import check_model_dir, load_causal_lm
+from factlab.pipelines import popqa as P
+from factlab.pipelines.popqa import N_TEMPLATES
+from factlab.report.style import paper_style, save_figure
 from factlab.runtime import derive_seed, make_generator
-from factlab.store import iter_jsonl
-from factlab.tasks.bios import BiosConfig
-from factlab.train import TrainConfig
+from factlab.store.run_dir import iter_jsonl
+from factlab.tasks.bios import ATTRIBUTES, PAD, Bios, BiosConfig, pad_batch, parse_augment, qa_batch
+from factlab.tasks.popqa import fixture_path, load_popqa
+from factlab.train.loop import EpochBatches, TrainConfig, train
 
 EXTRACTION_MARGIN = 0.10
-
-
-def fixture_path() -> Path:
-    """The PopQA-format fixture shipped with factlab (synthetic rows, real schema)."""
-    return Path(str(resources.files("factlab") / "data" / "popqa_fixture.tsv"))
 
 
 @dataclasses.dataclass
@@ -62,8 +61,6 @@ class PopQAExtractionConfig(ExperimentConfig):
 
     def check(self) -> None:
         super().check()
-        from factlab.hf.model import check_model_dir
-        from factlab.hf.protocol import N_TEMPLATES
 
         if self.model:
             check_model_dir(self.model)
@@ -89,9 +86,6 @@ def _log_train(ctx: RunContext, split: str):
 
 def run_popqa(cfg: PopQAExtractionConfig, ctx: RunContext) -> Verdict:
     """Load, pre-train on statements, fine-tune on covered Q&A, test held-out subjects."""
-    from factlab.hf import protocol as P
-    from factlab.hf.model import load_causal_lm
-    from factlab.hf.popqa import load_popqa
 
     if not cfg.model:
         raise ConfigError("model: required; set model=PATH to a local HF causal LM directory")
@@ -198,8 +192,8 @@ def _popqa_verdict(m: dict[str, Any]) -> Verdict:
     cov, unc, before = m["test_acc_covered"], m["test_acc_uncovered"], m["qa_before_acc"]
     m["margin"] = EXTRACTION_MARGIN
     if _nan(cov):
-        return Verdict(False, "no held-out question in a covered relation (coverage too low "
-                       "or too few rows); nothing to judge", m)
+        return inconclusive("no held-out question in a covered relation (coverage too low "
+                            "or too few rows); nothing to judge", metrics=m)
     if not _nan(unc):
         gap = cov - unc
         evidence = (f"held-out accuracy covered {cov:.3f} vs uncovered {unc:.3f} "
@@ -212,7 +206,7 @@ def _popqa_verdict(m: dict[str, Any]) -> Verdict:
                     "uncovered)")
     if "retention_acc" in m:
         evidence += f"; statements retained on P_test {m['retention_acc']:.3f}"
-    return Verdict(gap >= EXTRACTION_MARGIN, evidence, m)
+    return decide(gap >= EXTRACTION_MARGIN, evidence, m)
 
 
 def popqa_figures(run_dir: Path) -> list[Path]:
@@ -296,7 +290,6 @@ class BiosExperimentConfig(ExperimentConfig):
 
     def check(self) -> None:
         super().check()
-        from factlab.tasks.bios import parse_augment
 
         require(len(self.augments) >= 2, "augments", "needs a baseline and at least one more")
         for spec in self.augments:
@@ -329,7 +322,6 @@ def _lm_loss(model, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 def _train_seq(model, x: torch.Tensor, y: torch.Tensor, tcfg: TrainConfig, seed: int,
                ctx: RunContext, split: str, aug: str, eval_fn=None) -> None:
     """Seeded shuffled minibatch epochs over (x, y) with the shared training loop."""
-    from factlab.train import EpochBatches, train
 
     batches = EpochBatches(x.shape[0], tcfg.batch_size, make_generator(seed))
 
@@ -351,8 +343,6 @@ def _train_seq(model, x: torch.Tensor, y: torch.Tensor, tcfg: TrainConfig, seed:
 
 def run_bios(cfg: BiosExperimentConfig, ctx: RunContext) -> Verdict:
     """For each augmentation: pre-train a fresh GPT on bios, Q&A fine-tune on P_train, test."""
-    from factlab.models.gpt import GPT
-    from factlab.tasks.bios import ATTRIBUTES, PAD, Bios, pad_batch, qa_batch
 
     bios = Bios(cfg.bios, make_generator(derive_seed(cfg.seed, "bios")))
     N = cfg.bios.n_people
@@ -400,12 +390,11 @@ def run_bios(cfg: BiosExperimentConfig, ctx: RunContext) -> Verdict:
                 f"train Q&A {results[rich]['qa_train_acc']:.3f} / "
                 f"{results[base]['qa_train_acc']:.3f}; bio token acc "
                 f"{results[rich]['bio_token_acc']:.3f} / {results[base]['bio_token_acc']:.3f}")
-    return Verdict(gap >= BIOS_GAP, evidence, metrics)
+    return decide(gap >= BIOS_GAP, evidence, metrics)
 
 
 def bios_figures(run_dir: Path) -> list[Path]:
     """Held-out Q&A accuracy per augmentation and attribute; pre-training loss curves."""
-    from factlab.tasks.bios import ATTRIBUTES
 
     records = list(iter_jsonl(run_dir / "metrics.jsonl"))
     res = [r for r in records if r["split"] == "result"]

@@ -22,16 +22,17 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from factlab.analysis.verdicts import Verdict, decide
 from factlab.config import ExperimentConfig, require
-from factlab.experiments.base import Experiment, RunContext, Verdict
+from factlab.experiments.base import Experiment, RunContext
 from factlab.knowledge import make_knowledge_base
 from factlab.models.linear_attention import LinearAttentionRecall
-from factlab.probes import accuracy, relation_only, subject_only
-from factlab.report import paper_style, save_figure
+from factlab.probes.metrics import accuracy, relation_only, subject_only
+from factlab.report.style import paper_style, save_figure
 from factlab.runtime import make_generator
-from factlab.store import read_split
-from factlab.tasks.recall import RecallTaskConfig, sample_factual_recall
-from factlab.train import TrainConfig, train
+from factlab.store.run_dir import read_split
+from factlab.tasks.factual_recall import RecallTaskConfig, sample_factual_recall
+from factlab.train.loop import TrainConfig, train
 
 PLATEAU_REL_LOSS = 0.15  # nats; "relation-only loss ~ 0" (log R = 1.39 at R = 4)
 PLATEAU_BAND = (0.75, 1.25)  # total loss within this factor of log D
@@ -126,7 +127,7 @@ def judge(records: list[dict], log_d: float, total_steps: int) -> Verdict:
                 f"within {PLATEAU_BAND} x log D = {log_d:.2f}; final loss "
                 f"{final['loss']:.3f} (converged needs <= {CONVERGED_LOSS_FRACTION * log_d:.2f}),"
                 f" final acc {final['acc']:.3f}")
-    return Verdict(long_enough and converged, evidence, metrics)
+    return decide(long_enough and converged, evidence, metrics)
 
 
 def figures(run_dir: Path) -> list[Path]:

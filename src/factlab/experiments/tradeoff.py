@@ -19,17 +19,18 @@ from pathlib import Path
 
 import numpy as np
 
+from factlab.analysis.stats import spearman
+from factlab.analysis.verdicts import Verdict, decide
 from factlab.config import ExperimentConfig, apply_overrides, flatten, require, to_dict
-from factlab.experiments.base import Experiment, RunContext, Verdict
-from factlab.launchers import make_launcher
+from factlab.experiments.base import Experiment, RunContext
 from factlab.models.one_layer import OneLayerConfig
-from factlab.recall import build_knowledge_base, train_factual_recall
-from factlab.report import paper_style, save_figure
+from factlab.report.style import paper_style, save_figure
+from factlab.runs.launchers import make_launcher
 from factlab.runtime import derive_seed, progress
-from factlab.stats import spearman
-from factlab.store import read_split
-from factlab.tasks.recall import RecallTaskConfig
-from factlab.train import TrainConfig
+from factlab.store.run_dir import read_split
+from factlab.tasks.factual_recall import RecallTaskConfig
+from factlab.train.loop import TrainConfig
+from factlab.train.recipes import build_knowledge_base, train_factual_recall
 
 THRESHOLD = 0.99  # the paper's success criterion
 MIN_FRONTIER = 3  # frontier points needed to speak of a direction
@@ -118,7 +119,7 @@ def judge(acc: dict[tuple[int, int], float], d: int, d_head: int) -> Verdict:
     metrics = {"frontier": {str(h): m for h, m in front.items()}, "spearman": rho,
                "mlp_span": span, "n_success": int(sum(a >= THRESHOLD for a in acc.values())),
                "n_cells": len(acc)}
-    return Verdict(holds, evidence, metrics)
+    return decide(holds, evidence, metrics)
 
 
 def figures(run_dir: Path) -> list[Path]:

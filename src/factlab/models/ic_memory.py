@@ -34,8 +34,12 @@ from torch import nn
 from factlab.config import ConfigError, require
 from factlab.knowledge import KnowledgeBase
 from factlab.models.hooks import HookPoint
-from factlab.models.memory import unit_embeddings
-from factlab.tasks.icl import ICTaskConfig, ICVocab, sample_ic_recall
+from factlab.models.memories import unit_embeddings
+from factlab.models.one_layer import OneLayerConfig, OneLayerTransformer
+from factlab.runtime import make_generator
+from factlab.tasks.factual_recall import sample_factual_recall
+from factlab.tasks.ic_recall import ICTaskConfig, ICVocab, all_triplets, sample_ic_recall
+from factlab.train.loop import TrainConfig, train
 
 
 class FrozenMemory(nn.Module):
@@ -208,7 +212,6 @@ def oracle_accuracy(memory: FrozenMemory, W_E: torch.Tensor, W_U: torch.Tensor,
 
     Enumerates all SR triplets when SR <= `limit`, else samples `limit`; evaluated in chunks.
     """
-    from factlab.tasks.icl import all_triplets
 
     s, r = all_triplets(kb, limit, gen)
     correct = 0
@@ -229,7 +232,6 @@ def random_feature_memory(d: int, width: int, W_E: torch.Tensor, W_U: torch.Tens
     The fit sees ideal attention outputs (key b) of fresh random prompts, so the memory is
     robust to the context it will meet; W_in never moves.
     """
-    from factlab.train import TrainConfig, train
 
     W_in = unit_embeddings(width, d, gen).T.to(W_E.device)  # [d, m]
     W_out = nn.Parameter(torch.zeros(width, d, device=W_E.device))
@@ -282,10 +284,6 @@ def pretrain_memory(kb: KnowledgeBase, d: int, cfg: PretrainConfig, seed: int,
     frozen so attention outputs a convex mix of embeddings and the facts must sit in the MLP.
     The best evaluation's weights are kept (spec §6: report the best checkpoint).
     """
-    from factlab.models.one_layer import OneLayerConfig, OneLayerTransformer
-    from factlab.runtime import make_generator
-    from factlab.tasks.recall import sample_factual_recall
-    from factlab.train import TrainConfig, train
 
     S, R, D = kb.n_subjects, kb.n_relations, kb.n_answers_per_relation
     n_noise = S + R if cfg.n_noise < 0 else cfg.n_noise

@@ -19,6 +19,7 @@ import json
 import re
 import sys
 from collections.abc import Sequence
+from importlib import resources
 from pathlib import Path
 
 import torch
@@ -180,3 +181,8 @@ def few_shot_prompt(target: PopQARow, pool: Sequence[PopQARow], k: int = 15,
         picked = [others[i] for i in order]
     demos = "".join(f"Q: {r.question} A: {r.obj}\n" for r in picked)
     return demos + qa_prompt(target.question)
+
+
+def fixture_path() -> Path:
+    """The PopQA-format fixture shipped with factlab (synthetic rows, real schema)."""
+    return Path(str(resources.files("factlab") / "data" / "popqa_fixture.tsv"))

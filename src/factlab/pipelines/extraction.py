@@ -21,8 +21,8 @@ from factlab.models.lora import add_lora
 from factlab.models.one_layer import OneLayerConfig, OneLayerTransformer
 from factlab.probes import extraction as P
 from factlab.runtime import derive_seed, make_generator
-from factlab.tasks.corpus import Corpus, CorpusConfig, build_corpus, effective_finetune_size
-from factlab.train import TrainConfig, train
+from factlab.tasks.extraction_corpus import Corpus, CorpusConfig, build_corpus, effective_finetune_size
+from factlab.train.loop import TrainConfig, train
 
 Schedule = Literal["constant", "warmup_cosine", "cosine", "step"]
 EVAL_CHUNK = 8192

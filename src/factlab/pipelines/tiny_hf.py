@@ -13,6 +13,9 @@ from typing import Literal
 
 import torch
 
+from factlab.pipelines.popqa import protocol_texts
+from factlab.tasks.popqa import fixture_path, load_popqa
+
 SPECIALS = ("<|endoftext|>", "<unk>")
 
 
@@ -60,11 +63,9 @@ def build_tiny_checkpoint(path: str | Path, texts: Iterable[str],
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m factlab.hf.tiny OUT [gpt2|llama] [DATA]``: a tiny checkpoint for smoke runs."""
+    """``python -m factlab.pipelines.tiny_hf OUT [gpt2|llama] [DATA]``: a tiny checkpoint."""
     import sys
 
-    from factlab.hf.popqa import load_popqa
-    from factlab.hf.protocol import protocol_texts
 
     args = sys.argv[1:] if argv is None else argv
     if not args or args[0].startswith("-"):
@@ -77,7 +78,6 @@ def main(argv: list[str] | None = None) -> int:
     if len(args) > 2:
         rows = load_popqa(args[2])
     else:
-        from factlab.experiments.realmodels import fixture_path
 
         rows = load_popqa(fixture_path())
     path = build_tiny_checkpoint(args[0], protocol_texts(rows), arch=arch,

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from factlab.knowledge import KnowledgeBase
-from factlab.probes import relation_only, subject_only
+from factlab.probes.metrics import relation_only, subject_only
 
 
 def role_masses(pattern: torch.Tensor, k: int) -> dict[str, float]:

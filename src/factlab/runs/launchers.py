@@ -29,6 +29,9 @@ import traceback
 from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
 from typing import Any
+from factlab.config import ConfigError
+from factlab.config import ConfigError
+from factlab.config import ConfigError
 
 Task = dict[str, Any]
 Result = dict[str, Any]
@@ -189,7 +192,6 @@ class RayLauncher:
         try:
             import ray
         except ImportError:
-            from factlab.config import ConfigError
 
             raise ConfigError("--launcher ray needs the ray extra: pip install 'factlab[ray]'") \
                 from None
@@ -240,7 +242,6 @@ class SubmititLauncher:
         try:
             import submitit
         except ImportError:
-            from factlab.config import ConfigError
 
             raise ConfigError("--launcher submitit needs the slurm extra: "
                               "pip install 'factlab[slurm]'") from None
@@ -302,7 +303,6 @@ def make_launcher(name: str, workers: int | None = None, **options: Any) -> Any:
     classes = {"serial": SerialLauncher, "local": LocalLauncher, "ray": RayLauncher,
                "submitit": SubmititLauncher}
     if name not in classes:
-        from factlab.config import ConfigError
 
         raise ConfigError(f"--launcher: unknown launcher {name!r}; "
                           f"available: {', '.join(LAUNCHERS)}")

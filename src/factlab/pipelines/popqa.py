@@ -21,8 +21,10 @@ from typing import Any
 
 import torch
 
-from factlab.hf.model import HFModel
-from factlab.hf.popqa import (
+from factlab.config import ConfigError
+from factlab.models.hf import HFModel
+from factlab.runtime import make_generator
+from factlab.tasks.popqa import (
     PopQARow,
     few_shot_prompt,
     first_line,
@@ -30,8 +32,7 @@ from factlab.hf.popqa import (
     is_correct_normalised,
     qa_prompt,
 )
-from factlab.runtime import make_generator
-from factlab.train import EpochBatches, TrainConfig, train
+from factlab.train.loop import EpochBatches, TrainConfig, train
 
 #: Declarative templates by prop_id; "{s}" is the subject, "{o}" the object (always last).
 DECLARATIVE: dict[int, tuple[str, ...]] = {
@@ -216,7 +217,6 @@ def lora_wrap(model: torch.nn.Module, rank: int, target_modules: Sequence[str]) 
     from peft import LoraConfig, get_peft_model
     from transformers.pytorch_utils import Conv1D
 
-    from factlab.config import ConfigError
 
     targets = list(target_modules) or default_targets(model)
     hits = [m for n, m in model.named_modules() if n.split(".")[-1] in targets]

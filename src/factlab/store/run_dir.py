@@ -25,7 +25,7 @@ from typing import Any
 
 import torch
 
-import factlab
+from factlab.version import __version__
 
 
 def run_id(config: dict[str, Any]) -> str:
@@ -93,7 +93,7 @@ class RunStore:
 
     def start(self, experiment: str, config: dict[str, Any]) -> None:
         """Write config.json and truncate metrics.jsonl for a fresh run."""
-        meta = {"factlab_version": factlab.__version__, "git_sha": git_sha(),
+        meta = {"factlab_version": __version__, "git_sha": git_sha(),
                 "run_id": run_id(config), "torch_version": torch.__version__}
         write_json_atomic(self.config_path, {"experiment": experiment, **config, "meta": meta})
         self.close()

@@ -10,7 +10,7 @@ Grid syntax (each `key=value` argument; specs/ecosystem.md §1, Hydra-like):
 - `key=[8,11]`    ONE value, for tuple-typed fields (capacity's `d`): brackets keep the commas
                   inside; `key=[8,11],[16,22]` is two cells, each a tuple;
 - `key=v`         a fixed override for every cell;
-- `--seeds 0-4`   the `seed` field over 0..4 (also `0,3,7` or `0-2,9`).
+- `--seeds 0-4`   one cell per seed (`seeds=N`) over 0..4 (also `0,3,7` or `0-2,9`).
 
 A tuple-typed field given a bare comma list therefore expands into one-element tuples:
 `d=8,11` is two cells with `d=(8,)` and `d=(11,)`.
@@ -42,6 +42,20 @@ import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
+from factlab.config import ConfigError
+from factlab.config import ConfigError
+from factlab.experiments import REGISTRY, get_experiment
+from factlab.config import ConfigError, parse_override_args, to_dict
+from factlab.store.run_dir import run_id
+from factlab.runs.launchers import format_exception
+from factlab.store.run_dir import write_json_atomic
+from factlab.config import to_dict
+from factlab.experiments.base import run_experiment
+from factlab.store.run_dir import run_id
+from factlab.store.run_dir import write_json_atomic
+from factlab.runs.launchers import make_launcher
+from factlab.config import flatten
+from factlab.report.style import band, paper_style, save_figure
 
 MANIFEST = "sweep.json"
 TABLE = "results.csv"
@@ -73,7 +87,6 @@ def split_top_level(text: str) -> list[str]:
 
 def parse_axis(key: str, raw: str) -> list[str]:
     """The values of one `key=raw` argument as strings (parsed by the config later)."""
-    from factlab.config import ConfigError
 
     values: list[str] = []
     for item in split_top_level(raw):
@@ -93,7 +106,6 @@ def parse_axis(key: str, raw: str) -> list[str]:
 
 def parse_seeds(text: str) -> list[int]:
     """'0-4' -> [0, 1, 2, 3, 4]; '0,3,7' and '0-2,9' also work."""
-    from factlab.config import ConfigError
 
     seeds: list[int] = []
     for part in text.split(","):
@@ -139,7 +151,6 @@ class Sweep:
 
 def load_experiment(target: str) -> Any:
     """A registered experiment by name, or any `Experiment` object by "module:attribute"."""
-    from factlab.experiments import REGISTRY, get_experiment
 
     if target in REGISTRY or ":" not in target:
         return get_experiment(target)
@@ -154,8 +165,6 @@ def plan_sweep(target: str, args: Sequence[str] = (), seeds: str | Sequence[int]
     Every cell's config is built and validated here, so a bad key or value stops the sweep
     with one `ConfigError` line before anything runs.
     """
-    from factlab.config import ConfigError, parse_override_args, to_dict
-    from factlab.store import run_id
 
     exp = load_experiment(target)
     fixed: dict[str, str] = {k: str(v) for k, v in (base or {}).items()}
@@ -171,8 +180,10 @@ def plan_sweep(target: str, args: Sequence[str] = (), seeds: str | Sequence[int]
     if seeds is not None:
         seed_list = parse_seeds(seeds) if isinstance(seeds, str) else [int(s) for s in seeds]
         fixed.pop("seed", None)
+        fixed.pop("seeds", None)
         axes.pop("seed", None)
-        axes["seed"] = [str(s) for s in seed_list]
+        axes.pop("seeds", None)
+        axes["seeds"] = [str(s) for s in seed_list]
     cells: list[Cell] = []
     seen: set[str] = set()
     for point in expand_grid(axes):
@@ -217,8 +228,6 @@ def run_cell(task: dict[str, Any]) -> dict[str, Any]:
     another live process holds the cell's lock (e.g. a job still running from an earlier,
     interrupted driver); it is left to finish there.
     """
-    from factlab.launchers import format_exception
-    from factlab.store import write_json_atomic
 
     run_dir = Path(task["run_dir"])
     rid = task["run_id"]
@@ -233,9 +242,6 @@ def run_cell(task: dict[str, Any]) -> dict[str, Any]:
             return {"status": "skipped", "run_id": rid}
         (run_dir / ERROR).unlink(missing_ok=True)
         try:
-            from factlab.config import to_dict
-            from factlab.experiments.base import run_experiment
-            from factlab.store import run_id
 
             exp = load_experiment(task["target"])
             cfg = exp.make_config(task["overrides"])
@@ -271,7 +277,6 @@ class SweepResult:
 
 def write_manifest(sweep: Sweep) -> None:
     """Record the sweep's cells in <out>/sweep.json (what the table is built from)."""
-    from factlab.store import write_json_atomic
 
     sweep.out.mkdir(parents=True, exist_ok=True)
     write_json_atomic(sweep.out / MANIFEST, {
@@ -289,7 +294,6 @@ def _log(msg: str, quiet: bool) -> None:
 def run_sweep(sweep: Sweep, launcher: str = "local", workers: int | None = None,
               quiet: bool = False, figure: bool = True, **launcher_options: Any) -> SweepResult:
     """Run the unfinished cells of `sweep` with `launcher`, then rebuild table and figure."""
-    from factlab.launchers import make_launcher
 
     start = time.perf_counter()
     write_manifest(sweep)
@@ -339,7 +343,6 @@ def _read_json(path: Path) -> dict[str, Any] | None:
 
 def collect_rows(sweep_dir: str | Path) -> list[dict[str, Any]]:
     """One row per cell (the manifest's, else every run directory), from the run files."""
-    from factlab.config import flatten
 
     sweep_dir = Path(sweep_dir)
     manifest = _read_json(sweep_dir / MANIFEST)
@@ -358,6 +361,7 @@ def collect_rows(sweep_dir: str | Path) -> list[dict[str, Any]]:
         row.update(flatten(config or {}))
         summary = _read_json(run_dir / SUMMARY) if row["status"] == "done" else None
         if summary is not None:
+            row["verdict"] = summary.get("verdict")
             row["holds"] = summary.get("holds")
             row["evidence"] = summary.get("evidence")
             row.update({f"metrics.{k}": v
@@ -495,14 +499,13 @@ def draw_trend(sweep_dir: str | Path, x: str | None = None,
     """
     import numpy as np
 
-    from factlab.report import band, paper_style, save_figure
 
     sweep_dir = Path(sweep_dir)
     rows = [r for r in read_table(sweep_dir / TABLE) if r["status"] == "done"]
     if not rows:
         return None
     manifest = _read_json(sweep_dir / MANIFEST) or {}
-    axes = [k for k in manifest.get("axes", {}) if k != "seed"]
+    axes = [k for k in manifest.get("axes", {}) if k not in ("seed", "seeds")]
     x = x or (axes[0] if axes else "seed")
     others = [k for k in axes if k != x]
     _collapse_families(rows, x)
@@ -533,7 +536,7 @@ def draw_trend(sweep_dir: str | Path, x: str | None = None,
                                 figsize=(3.25, 1.6 + 1.1 * len(metrics)), sharex=True)
         for ax, metric in zip(axs[:, 0], metrics):
             for label, sel in groups.items():
-                seeds = sorted({json.dumps(r.get("seed")) for r in sel})
+                seeds = sorted({json.dumps(r.get("seeds")) for r in sel})
                 ys = np.full((len(seeds), len(xs_raw)), np.nan)
                 for r in sel:
                     col = xs_raw.index(json.dumps(_scalar(r.get(x))))
@@ -541,7 +544,7 @@ def draw_trend(sweep_dir: str | Path, x: str | None = None,
                     if isinstance(value, bool):
                         value = float(value)
                     if _is_number(value):
-                        ys[seeds.index(json.dumps(r.get("seed"))), col] = value
+                        ys[seeds.index(json.dumps(r.get("seeds"))), col] = value
                 keep = ~np.all(np.isnan(ys), axis=0)
                 if keep.any():
                     band(ax, np.asarray(positions)[keep], ys[:, keep], label)
@@ -555,7 +558,7 @@ def draw_trend(sweep_dir: str | Path, x: str | None = None,
                                         for v in xs_raw])
         if len(groups) > 1:
             axs[0, 0].legend()
-        n_seeds = len({json.dumps(r.get("seed")) for r in rows})
+        n_seeds = len({json.dumps(r.get("seeds")) for r in rows})
         axs[0, 0].set_title(f"{manifest.get('experiment', '')} sweep "
                             f"(mean, min-max over {n_seeds} seed{'s' * (n_seeds > 1)})")
         return save_figure(fig, sweep_dir, "trend")
@@ -578,8 +581,3 @@ def sweep_hash(sweep: Sweep) -> str:
     blob = json.dumps(sorted(c.run_id for c in sweep.cells)).encode()
     return hashlib.sha256(blob).hexdigest()[:8]
 
-
-if __name__ == "__main__":  # pragma: no cover - use `factlab sweep`
-    from factlab.cli import main
-
-    sys.exit(main(["sweep", *sys.argv[1:]]))

@@ -1,4 +1,5 @@
-"""Train the one-layer transformer on Task A (factual recall among noise, arXiv 2412.06538).
+"""Training recipes shared by several claims: Task A on the one-layer transformer, and one
+associative memory trained full-batch on n associations (arXiv 2412.06538).
 
 Shared by the trade-off experiment and by anything that needs a model that has stored a
 knowledge base (e.g. a pretrained MLP memory). Fresh prompts every step; a fixed test set of
@@ -7,17 +8,20 @@ fresh prompts over the same facts measures memorisation.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 
 from factlab.knowledge import KnowledgeBase, make_knowledge_base
+from factlab.models.memories import LinearMemory, MLPMemory
 from factlab.models.one_layer import OneLayerConfig, OneLayerTransformer
-from factlab.probes import accuracy
+from factlab.probes.metrics import accuracy
 from factlab.runtime import make_generator
-from factlab.tasks.recall import RecallTaskConfig, sample_factual_recall
-from factlab.train import TrainConfig, TrainResult, train
+from factlab.tasks.factual_recall import RecallTaskConfig, sample_factual_recall
+from factlab.train.loop import TrainConfig, TrainResult, train
 
 
 def build_knowledge_base(task: RecallTaskConfig) -> KnowledgeBase:
@@ -59,3 +63,36 @@ def train_factual_recall(
     result = train(model.parameters(), loss_fn, train_cfg, eval_fn, on_eval=on_eval,
                    show_progress=show_progress, desc="factual recall")
     return model, result
+
+
+# ------------------------------------------------------------ associative-memory capacity
+
+def make_targets(n: int, cfg: Any) -> tuple[torch.Tensor, int]:
+    """(f*(x) for x in [n], number of outputs M)."""
+    if cfg.target == "identity":
+        return torch.arange(n), n
+    return (torch.arange(n) * cfg.n_bins) // n, cfg.n_bins
+
+
+def train_memory(kind: str, n: int, d: int, width: int, lr: float, seed: int,
+                 cfg: Any, device: torch.device) -> tuple[float, int]:
+    """Train one memory full-batch on all n associations; return (best accuracy, steps)."""
+    gen = make_generator(seed)
+    targets, n_out = make_targets(n, cfg)
+    if kind == "linear":
+        model = LinearMemory(n, n_out, d, gen)
+    else:
+        model = MLPMemory(n, n_out, d, width, gen)
+    model = model.to(device)
+    x, y = torch.arange(n, device=device), targets.to(device)
+
+    def loss_fn(step: int) -> torch.Tensor:
+        return F.cross_entropy(model(x), y)
+
+    @torch.no_grad()
+    def eval_fn() -> dict[str, float]:
+        return {"acc": (model(x).argmax(-1) == y).float().mean().item()}
+
+    tcfg = dataclasses.replace(cfg.train, lr=lr, target_acc=cfg.threshold)
+    result = train(model.parameters(), loss_fn, tcfg, eval_fn, show_progress=False)
+    return result.best_eval.get("acc", 0.0), result.steps

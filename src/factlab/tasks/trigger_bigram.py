@@ -18,8 +18,8 @@ from typing import Literal
 
 import torch
 
-from factlab.bigrams import BigramStats
 from factlab.config import require
+from factlab.tasks.bigram_stats import BigramStats
 
 
 @dataclasses.dataclass

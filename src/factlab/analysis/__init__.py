@@ -1,0 +1,1 @@
+"""Analysis of measured numbers: statistics, monotone searches, fits, nulls and seed aggregation."""

@@ -1,0 +1,1 @@
+"""Multi-stage procedures shared by several claims (extraction, IC memories, the PopQA protocol)."""

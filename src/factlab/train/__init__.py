@@ -1,0 +1,1 @@
+"""Training: the one loop, the stacked-seed ensemble, and shared recipes."""
