@@ -40,6 +40,10 @@ class TrainConfig:
     target_acc: float = 0.0  # stop once the eval metric "acc" reaches this; 0 = never
     grad_clip: float = 0.0  # max gradient norm; 0 = off
     max_loss: float = 1e4  # a loss above this (or NaN/inf) stops training as diverged
+    patience: int = 0  # stop after this many evaluations without improving `monitor`; 0 = off
+    monitor: str = "loss"  # eval metric watched by `patience` (e.g. a validation loss)
+    monitor_mode: Literal["min", "max"] = "min"
+    min_delta: float = 0.0  # an improvement must beat the best by more than this
 
     def check(self) -> None:
         require(self.lr > 0, "lr", f"must be > 0, got {self.lr}")
@@ -56,6 +60,8 @@ class TrainConfig:
         require(self.weight_decay >= 0, "weight_decay", "must be >= 0")
         require(0 <= self.target_acc <= 1, "target_acc", "must be in [0, 1]")
         require(self.grad_clip >= 0, "grad_clip", "must be >= 0")
+        require(self.patience >= 0, "patience", "must be >= 0 (0 = off)")
+        require(self.min_delta >= 0, "min_delta", "must be >= 0")
 
 
 class DivergenceError(RuntimeError):
@@ -67,10 +73,14 @@ class TrainResult:
     """What a training run ended with."""
 
     steps: int  # optimizer steps taken
-    stop_reason: Literal["steps", "target", "diverged"]
+    stop_reason: Literal["steps", "target", "diverged", "patience"]
     last_eval: dict[str, float]
     best_eval: dict[str, float]  # the evaluation with the highest "acc" (or the last one)
     message: str = ""
+    # with cfg.patience: True when the run ended on its step budget while `monitor` had
+    # improved within the last `patience` evaluations (a starved run, not a converged one)
+    still_improving: bool = False
+    best_monitor_step: int = -1  # step of the evaluation with the best `monitor` value
 
     @property
     def diverged(self) -> bool:
@@ -142,13 +152,28 @@ def train(
     Evaluations happen at step 0 (before any update), every `eval_every` steps, and at the
     end. `on_eval(step, metrics)` sees each one (the caller logs it). Training stops early when
     `metrics["acc"] >= cfg.target_acc > 0`, or as "diverged" when the loss is non-finite or
-    exceeds `cfg.max_loss`.
+    exceeds `cfg.max_loss`. With `cfg.patience > 0` it also stops ("patience") after that many
+    evaluations without `cfg.monitor` improving; a run that instead ends on its step budget
+    while it improved within the last `patience` evaluations has `still_improving` set.
     """
     params = list(params)
     opt = make_optimizer(params, cfg)
     base_lrs = [g["lr"] for g in opt.param_groups]
     last: dict[str, float] = {}
     best: dict[str, float] = {}
+    watch = {"best": math.inf, "step": -1, "stale": 0}  # the patience rule's state
+    sign = 1.0 if cfg.monitor_mode == "min" else -1.0
+
+    def stalled(step: int, metrics: dict[str, float]) -> bool:
+        """Update the patience state; True once `patience` evaluations brought no gain."""
+        value = metrics.get(cfg.monitor)
+        if value is None or not math.isfinite(value):
+            watch["stale"] += 1  # a missing or NaN metric is never an improvement
+        elif sign * value < watch["best"] - cfg.min_delta:
+            watch.update(best=sign * value, step=step, stale=0)
+        else:
+            watch["stale"] += 1
+        return cfg.patience > 0 and watch["stale"] >= cfg.patience
 
     def evaluate(step: int, train_loss: float | None) -> bool:
         nonlocal last, best
@@ -163,7 +188,14 @@ def train(
             best = dict(metrics, step=step)
         if on_eval is not None:
             on_eval(step, metrics)
+        if cfg.patience > 0 and stalled(step, metrics):
+            watch["stop"] = True
         return cfg.target_acc > 0 and metrics.get("acc", 0.0) >= cfg.target_acc
+
+    def patience_result(done: int, reason: str) -> TrainResult:
+        improving = reason == "steps" and cfg.patience > 0 and watch["stale"] < cfg.patience
+        return TrainResult(done, reason, last, best, still_improving=improving,
+                           best_monitor_step=watch["step"])
 
     if evaluate(0, None):
         return TrainResult(0, "target", last, best)
@@ -188,5 +220,7 @@ def train(
         done = step + 1
         at_eval = done % cfg.eval_every == 0 or done == cfg.steps
         if at_eval and evaluate(done, loss_value):
-            return TrainResult(done, "target", last, best)
-    return TrainResult(cfg.steps, "steps", last, best)
+            return patience_result(done, "target")
+        if at_eval and watch.get("stop") and done < cfg.steps:
+            return patience_result(done, "patience")
+    return patience_result(cfg.steps, "steps")
