@@ -1,4 +1,5 @@
-"""Monotone searches over a size: the geometric bisection of the capacity runs."""
+"""Searches over a size: the geometric bisection of the capacity runs, and the per-size bracket
+of the IC-recall sample-complexity runs (three-state probes, no monotonicity across sizes)."""
 
 from __future__ import annotations
 
@@ -32,5 +33,57 @@ def bisect_largest(lo: int, hi: int, succeeds: Callable[[int], bool], tolerance:
     try:
         while True:
             n = steps.send(succeeds(n))
+    except StopIteration as done:
+        return done.value
+
+
+def bracket_min_steps(lo: int, hi: int, ratio: float
+                      ) -> Generator[int, str, dict[str, int | str | None]]:
+    """The smallest n in [lo, hi] whose probe succeeds, as a coroutine over three-state probes.
+
+    Yields each n to probe and receives its outcome: "success", "fail" or "inconclusive" (a
+    probe that could not decide, e.g. a budget hit while still improving). Each call brackets
+    one size on its own: it assumes monotonicity in n inside the bracket only, never across
+    sizes. Probes hi first (a failure there puts the target above the bracket), then lo (a
+    success there puts it at or below lo), then bisects geometrically until hi / lo <= ratio.
+    Returns {"status", "n_min", "lo_fail", "hi_ok", "n_probes"} with status one of "found",
+    "above_bracket", "below_bracket" or "inconclusive" (an undecided probe on the path; n_min
+    is then the smallest success seen, an upper bound).
+    """
+    probes = 0
+
+    def result(status: str, n_min: int | None, lo_fail: int | None, hi_ok: int | None
+               ) -> dict[str, int | str | None]:
+        return {"status": status, "n_min": n_min, "lo_fail": lo_fail, "hi_ok": hi_ok,
+                "n_probes": probes}
+
+    outcome = yield hi
+    probes += 1
+    if outcome != "success":
+        return result("above_bracket" if outcome == "fail" else "inconclusive", None, None, None)
+    outcome = yield lo
+    probes += 1
+    if outcome == "success":
+        return result("below_bracket", lo, None, lo)
+    undecided = outcome == "inconclusive"
+    lo_fail, hi_ok = lo, hi
+    while hi_ok / lo_fail > ratio and hi_ok - lo_fail > 1:
+        mid = min(hi_ok - 1, max(lo_fail + 1, round(math.sqrt(lo_fail * hi_ok))))
+        outcome = yield mid
+        probes += 1
+        if outcome == "success":
+            hi_ok = mid
+        else:  # an undecided probe counts as not-yet-success, and marks the result
+            undecided = undecided or outcome == "inconclusive"
+            lo_fail = mid
+    return result("inconclusive" if undecided else "found", hi_ok, lo_fail, hi_ok)
+
+
+def drive(steps: Generator[int, str, dict], probe: Callable[[int], str]) -> dict:
+    """Run a search coroutine such as `bracket_min_steps` with `probe(n) -> outcome`."""
+    n = next(steps)
+    try:
+        while True:
+            n = steps.send(probe(n))
     except StopIteration as done:
         return done.value
