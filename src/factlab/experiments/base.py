@@ -24,6 +24,7 @@ from factlab.analysis.verdicts import Verdict
 from factlab.config import ExperimentConfig, apply_overrides, to_dict
 from factlab.runtime import progress_enabled, resolve_device, set_seed
 from factlab.store.run_dir import RunStore, run_id
+from factlab.store.tensorboard import open_sink
 
 
 @dataclasses.dataclass
@@ -33,10 +34,13 @@ class RunContext:
     store: RunStore
     device: torch.device
     show_progress: bool
+    sink: Any = None  # an optional live sink (store.tensorboard.TensorBoardSink)
 
     def log(self, step: int, split: str, **metrics: Any) -> None:
-        """Append one record to metrics.jsonl."""
+        """Append one record to metrics.jsonl (and stream it to the sink, if any)."""
         self.store.log({"step": step, "split": split, **metrics})
+        if self.sink is not None:
+            self.sink.log(step, split, metrics)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -50,6 +54,8 @@ class Experiment:
     figures: Callable[[Path], list[Path]]
     presets: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
     descriptive: bool = False  # a measurement with no claim: its verdict is "descriptive"
+    paper: tuple[str, str] | None = None  # (arXiv id, title); else report.papers' prefix table
+    reconstruction: bool | None = None  # our own setting where the paper gives none
 
     def make_config(self, overrides: dict[str, Any] | None = None) -> Any:
         """Default config, then the preset named by `scale` (if any), then `overrides`."""
@@ -67,8 +73,13 @@ def default_run_dir(exp: Experiment, cfg: Any, root: str | Path = "runs") -> Pat
 
 
 def run_experiment(exp: Experiment, cfg: Any, out: str | Path | None = None,
-                   show_progress: bool | None = None) -> dict[str, Any]:
-    """Run `exp` with `cfg` into `out` and return the summary written to summary.json."""
+                   show_progress: bool | None = None,
+                   tensorboard: bool | None = None) -> dict[str, Any]:
+    """Run `exp` with `cfg` into `out` and return the summary written to summary.json.
+
+    `tensorboard` (default: the FACTLAB_TENSORBOARD environment variable) also streams every
+    metrics record to an event file in <run_dir>/tensorboard.
+    """
     run_dir = Path(out) if out is not None else default_run_dir(exp, cfg)
     store = RunStore(run_dir)
     config = to_dict(cfg)
@@ -76,9 +87,14 @@ def run_experiment(exp: Experiment, cfg: Any, out: str | Path | None = None,
     device = resolve_device(cfg.device)
     set_seed(cfg.seed)
     ctx = RunContext(store, device,
-                     progress_enabled() if show_progress is None else show_progress)
+                     progress_enabled() if show_progress is None else show_progress,
+                     open_sink(run_dir, tensorboard))
     start = time.perf_counter()
-    verdict = exp.run(cfg, ctx)
+    try:
+        verdict = exp.run(cfg, ctx)
+    finally:
+        if ctx.sink is not None:
+            ctx.sink.close()
     wall = time.perf_counter() - start
     store.close()
     figures = [str(p.relative_to(run_dir)) for p in exp.figures(run_dir)]

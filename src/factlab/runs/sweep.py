@@ -2,7 +2,7 @@
 
     factlab sweep capacity-linear d=8,11 train.lr=0.1,1 --seeds 0-2
 
-Grid syntax (each `key=value` argument; specs/ecosystem.md §1, Hydra-like):
+Grid syntax (each `key=value` argument, Hydra-like):
 
 - `key=a,b,c`     one cell per value;
 - `key=1:5`       the integers 1..5, both ends included (`1:9:2` steps by 2); ranges and plain
@@ -21,46 +21,43 @@ summary.json is never run again; any other cell is (re)run from scratch. A cell 
 writes `error.json` and the others go on. After the launcher finishes (also after Ctrl-C) the
 table `<out>/results.csv` (and `results.parquet` when pyarrow is installed) is rebuilt from
 the run directories through a temporary file and a rename, so it is never torn and has exactly
-one row per cell of the sweep: `run_id`, `status` (done | error | pending), the flattened
-config (dotted names), `holds`, `evidence`, `metrics.<dotted>` and `error`. Wall times stay in
-the run directories, so the table is a pure function of the configs, whichever launcher ran.
+one row per cell of the sweep, in the tidy layout of `factlab.store.table` (plain values in
+every cell, per-value and list metrics as rows of `<out>/metrics.csv`). Wall times stay in the
+run directories, so the tables are a pure function of the configs, whichever launcher ran.
 """
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import hashlib
 import importlib
-import io
 import itertools
 import json
-import os
 import re
-import sys
 import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
-from factlab.config import ConfigError
-from factlab.config import ConfigError
-from factlab.experiments import REGISTRY, get_experiment
-from factlab.config import ConfigError, parse_override_args, to_dict
-from factlab.store.run_dir import run_id
-from factlab.runs.launchers import format_exception
-from factlab.store.run_dir import write_json_atomic
-from factlab.config import to_dict
-from factlab.experiments.base import run_experiment
-from factlab.store.run_dir import run_id
-from factlab.store.run_dir import write_json_atomic
-from factlab.runs.launchers import make_launcher
-from factlab.config import flatten
-from factlab.report.style import band, paper_style, save_figure
 
-MANIFEST = "sweep.json"
-TABLE = "results.csv"
-ERROR = "error.json"
-SUMMARY = "summary.json"
+from factlab.config import ConfigError, parse_override_args, to_dict
+from factlab.experiments import REGISTRY, get_experiment
+from factlab.experiments.base import run_experiment
+from factlab.report.trend import draw_trend
+from factlab.runs.launchers import format_exception, make_launcher
+from factlab.store.run_dir import run_id, write_json_atomic
+from factlab.store.table import (  # re-exported: the table API lives in store.table
+    ERROR,
+    LONG,
+    MANIFEST,
+    SUMMARY,
+    TABLE,
+    collect_rows,
+    read_table,
+    write_table,
+)
+
+__all__ = ["LONG", "TABLE", "collect_rows", "draw_trend", "read_table", "write_table"]
+
 _RANGE = re.compile(r"^(-?\d+):(-?\d+)(?::(\d+))?$")
 
 
@@ -320,248 +317,6 @@ def run_sweep(sweep: Sweep, launcher: str = "local", workers: int | None = None,
         counts[row["status"]] = counts.get(row["status"], 0) + 1
     return SweepResult(sweep, counts, sweep.out / TABLE, fig,
                        round(time.perf_counter() - start, 2))
-
-
-# ---------------------------------------------------------------------------------------------
-# the table
-
-
-def _cell_status(run_dir: Path) -> str:
-    if (run_dir / SUMMARY).exists():
-        return "done"
-    if (run_dir / ERROR).exists():
-        return "error"
-    return "pending"
-
-
-def _read_json(path: Path) -> dict[str, Any] | None:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
-        return None
-
-
-def collect_rows(sweep_dir: str | Path) -> list[dict[str, Any]]:
-    """One row per cell (the manifest's, else every run directory), from the run files."""
-
-    sweep_dir = Path(sweep_dir)
-    manifest = _read_json(sweep_dir / MANIFEST)
-    if manifest is not None:
-        cells = [(c["run_id"], c.get("config")) for c in manifest["cells"]]
-    else:
-        cells = [(p.name, None) for p in sorted(sweep_dir.iterdir())
-                 if p.is_dir() and (p / "config.json").exists()]
-    rows = []
-    for rid, config in cells:
-        run_dir = sweep_dir / rid
-        stored = _read_json(run_dir / "config.json")
-        if stored is not None:
-            config = {k: v for k, v in stored.items() if k not in ("experiment", "meta")}
-        row: dict[str, Any] = {"run_id": rid, "status": _cell_status(run_dir)}
-        row.update(flatten(config or {}))
-        summary = _read_json(run_dir / SUMMARY) if row["status"] == "done" else None
-        if summary is not None:
-            row["verdict"] = summary.get("verdict")
-            row["holds"] = summary.get("holds")
-            row["evidence"] = summary.get("evidence")
-            row.update({f"metrics.{k}": v
-                        for k, v in flatten(summary.get("metrics") or {}).items()})
-        elif row["status"] == "done":
-            row["status"] = "pending"  # unreadable summary: treat as not finished
-        if row["status"] == "error":
-            err = _read_json(run_dir / ERROR) or {}
-            row["error"] = f"{err.get('type', 'Error')}: {err.get('message', '')}".splitlines()[0]
-        rows.append(row)
-    return rows
-
-
-def _columns(rows: list[dict[str, Any]]) -> list[str]:
-    head = ["run_id", "status"]
-    config_cols: list[str] = []
-    metric_cols: set[str] = set()
-    for row in rows:
-        for key in row:
-            if key.startswith("metrics."):
-                metric_cols.add(key)
-            elif key not in head and key not in ("holds", "evidence", "error") \
-                    and key not in config_cols:
-                config_cols.append(key)
-    tail = ["holds", "evidence", *sorted(metric_cols), "error"]
-    return head + config_cols + [c for c in tail if any(c in r for r in rows)]
-
-
-def _cell_text(value: Any) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (list, dict)):
-        return json.dumps(value, separators=(",", ":"))
-    return str(value)
-
-
-def _replace_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-
-
-def write_table(sweep_dir: str | Path) -> list[dict[str, Any]]:
-    """Rebuild results.csv (and results.parquet with pyarrow) atomically; return the rows."""
-    sweep_dir = Path(sweep_dir)
-    rows = collect_rows(sweep_dir)
-    columns = _columns(rows)
-    buf = io.StringIO()
-    writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(columns)
-    for row in rows:
-        writer.writerow([_cell_text(row.get(c)) for c in columns])
-    _replace_atomic(sweep_dir / TABLE, buf.getvalue().encode())
-    _write_parquet(sweep_dir, rows, columns)
-    return rows
-
-
-def _write_parquet(sweep_dir: Path, rows: list[dict[str, Any]], columns: list[str]) -> None:
-    try:
-        import pyarrow as pa
-        import pyarrow.parquet as pq
-    except ImportError:
-        return
-    data = {}
-    for col in columns:
-        values = [row.get(col) for row in rows]
-        kinds = {type(v) for v in values if v is not None}
-        if not kinds <= {int, float} and not kinds <= {bool} and not kinds <= {str}:
-            values = [None if v is None else _cell_text(v) for v in values]
-        elif kinds == {int, float}:
-            values = [None if v is None else float(v) for v in values]
-        data[col] = values
-    sink = pa.BufferOutputStream()
-    pq.write_table(pa.table(data), sink)
-    _replace_atomic(sweep_dir / "results.parquet", sink.getvalue().to_pybytes())
-
-
-def _parse_cell(text: str) -> Any:
-    if text == "":
-        return None
-    if text in ("true", "false"):
-        return text == "true"
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError:
-        return text
-
-
-def read_table(path: str | Path) -> list[dict[str, Any]]:
-    """Rows of a results.csv with numbers, booleans and lists parsed back."""
-    with open(path, newline="") as fh:
-        return [{k: _parse_cell(v) for k, v in row.items()} for row in csv.DictReader(fh)]
-
-
-# ---------------------------------------------------------------------------------------------
-# the trend figure
-
-
-def _scalar(value: Any) -> Any:
-    """Unwrap one-element lists (a tuple field swept as `d=8,11` holds [8], [11])."""
-    if isinstance(value, list) and len(value) == 1:
-        return value[0]
-    return value
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
-def _collapse_families(rows: list[dict[str, Any]], x: str) -> None:
-    """Add `metrics.P` = `metrics.P.<x value>` to every row (e.g. capacity.linear.<d>).
-
-    Experiments that loop over x internally key their metrics by its value; a sweep that
-    varies x gives each cell one such column, and this joins them into one trend.
-    """
-    for row in rows:
-        tail = "." + _cell_text(_scalar(row.get(x)))
-        for key in [k for k in row if k.startswith("metrics.") and k.endswith(tail)]:
-            row.setdefault(key[: -len(tail)], row[key])
-            if row[key] is not None:
-                row[key[: -len(tail)]] = row[key]
-
-
-def draw_trend(sweep_dir: str | Path, x: str | None = None,
-               metrics: Sequence[str] | None = None) -> Path | None:
-    """Metric vs the first swept key, one line per other-axes combination, seed bands.
-
-    Reads only results.csv and sweep.json. Mean over seeds with a min-max band; `metrics`
-    defaults to every numeric `metrics.*` column present in all finished cells (at most four).
-    """
-    import numpy as np
-
-
-    sweep_dir = Path(sweep_dir)
-    rows = [r for r in read_table(sweep_dir / TABLE) if r["status"] == "done"]
-    if not rows:
-        return None
-    manifest = _read_json(sweep_dir / MANIFEST) or {}
-    axes = [k for k in manifest.get("axes", {}) if k not in ("seed", "seeds")]
-    x = x or (axes[0] if axes else "seed")
-    others = [k for k in axes if k != x]
-    _collapse_families(rows, x)
-    if metrics is None:
-        candidates = sorted({k for r in rows for k in r if k.startswith("metrics.")})
-        metrics = [k for k in candidates
-                   if all(_is_number(_scalar(r.get(k))) for r in rows)
-                   and len({_scalar(r.get(k)) for r in rows}) > 1][:4]
-        if not metrics:
-            metrics = ["holds"]
-    xs_raw = sorted({json.dumps(_scalar(r.get(x))) for r in rows})
-    xs_val = [json.loads(v) for v in xs_raw]
-    numeric = all(_is_number(v) for v in xs_val)
-    if numeric:
-        order = sorted(range(len(xs_val)), key=lambda i: xs_val[i])
-        xs_raw = [xs_raw[i] for i in order]
-        positions = [float(xs_val[i]) for i in order]
-    else:
-        positions = list(range(len(xs_raw)))
-    groups: dict[str, list[dict[str, Any]]] = {}
-    for r in rows:
-        label = ", ".join(f"{k}={_cell_text(_scalar(r.get(k)))}" for k in others) or "mean"
-        groups.setdefault(label, []).append(r)
-    with paper_style():
-        import matplotlib.pyplot as plt
-
-        fig, axs = plt.subplots(len(metrics), 1, squeeze=False,
-                                figsize=(3.25, 1.6 + 1.1 * len(metrics)), sharex=True)
-        for ax, metric in zip(axs[:, 0], metrics):
-            for label, sel in groups.items():
-                seeds = sorted({json.dumps(r.get("seeds")) for r in sel})
-                ys = np.full((len(seeds), len(xs_raw)), np.nan)
-                for r in sel:
-                    col = xs_raw.index(json.dumps(_scalar(r.get(x))))
-                    value = _scalar(r.get(metric))
-                    if isinstance(value, bool):
-                        value = float(value)
-                    if _is_number(value):
-                        ys[seeds.index(json.dumps(r.get("seeds"))), col] = value
-                keep = ~np.all(np.isnan(ys), axis=0)
-                if keep.any():
-                    band(ax, np.asarray(positions)[keep], ys[:, keep], label)
-            ax.set_ylabel(metric.removeprefix("metrics."))
-        last = axs[-1, 0]
-        last.set_xlabel(x)
-        if numeric and min(positions) > 0 and max(positions) / min(positions) >= 10:
-            last.set_xscale("log")
-        if not numeric:
-            last.set_xticks(positions, [json.loads(v) if v.startswith('"') else v
-                                        for v in xs_raw])
-        if len(groups) > 1:
-            axs[0, 0].legend()
-        n_seeds = len({json.dumps(r.get("seeds")) for r in rows})
-        axs[0, 0].set_title(f"{manifest.get('experiment', '')} sweep "
-                            f"(mean, min-max over {n_seeds} seed{'s' * (n_seeds > 1)})")
-        return save_figure(fig, sweep_dir, "trend")
 
 
 def summarize(result: SweepResult) -> Iterable[str]:

@@ -1,0 +1,166 @@
+"""`factlab reproduce`: every registered claim in one command, then one report.
+
+    factlab reproduce --scale quick --out runs/reproduce            # every claim
+    factlab reproduce --only 2412.06538 --only induction --workers 2 --out runs/r
+
+Each selected claim becomes a one-cell sweep in <out>/<experiment>/ (the same machinery as
+`factlab sweep`: sweep.json, the run directory <run_id>/, results.csv), and all cells of all
+claims go to one launcher, so claims run in parallel (`--workers`). Resuming is skipping: a
+claim whose run directory holds summary.json is not run again, so rerunning the same command
+after an interruption runs only what is left; a failed claim keeps its error.json and is
+retried. At the end <out>/reproduce.json records what was asked, <out>/claims.csv holds one row
+per claim, and <out>/report.html and report.md are rebuilt from the stored files
+(`factlab report DIR` rebuilds them again).
+
+`--only` takes an experiment name, a family (a name prefix such as `capacity` or `ic-recall`),
+or a paper's arXiv id (`2412.06538`); it is repeatable. Overrides (`key=value`) apply to every
+selected claim, so they are meant for a selection whose configs share the key.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import difflib
+import io
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from factlab.config import ConfigError
+from factlab.experiments import REGISTRY
+from factlab.report.collect import collect, summary_line
+from factlab.report.html import write_report
+from factlab.report.papers import paper_of
+from factlab.runs.launchers import make_launcher
+from factlab.runs.sweep import (
+    SUMMARY,
+    Sweep,
+    load_experiment,
+    plan_sweep,
+    run_cell,
+    write_manifest,
+    write_table,
+)
+from factlab.store.run_dir import write_json_atomic
+
+MANIFEST = "reproduce.json"
+CLAIMS = "claims.csv"
+
+
+def select(only: Sequence[str] | None = None) -> list[str]:
+    """The registered experiments matching any of `only` (all when empty), sorted by name.
+
+    A term matches an experiment by exact name, by name prefix (a family), or by the arXiv
+    id of its paper; a term matching nothing is a `ConfigError` with the closest names.
+    """
+    names = sorted(REGISTRY)
+    if not only:
+        return names
+    chosen: set[str] = set()
+    for term in only:
+        if ":" in term:  # "module:attribute" of an unregistered experiment (tests, plugins)
+            chosen.add(term)
+            continue
+        hits = {n for n in names if n == term or n.startswith(term)
+                or paper_of(n)[0].arxiv == term.removeprefix("arXiv:")}
+        if not hits:
+            near = difflib.get_close_matches(term, names, n=3, cutoff=0.5)
+            hint = f"; did you mean {', '.join(near)}?" if near else ""
+            raise ConfigError(f"--only {term!r} matches no experiment, family or arXiv id"
+                              f"{hint} (see `factlab list`)")
+        chosen |= hits
+    return sorted(chosen)
+
+
+@dataclasses.dataclass
+class ReproduceResult:
+    """What a reproduce run ended with."""
+
+    out: Path
+    sweeps: list[Sweep]
+    report: Path
+    markdown: Path
+    summary: str  # e.g. "20 claims: 12 holds, 3 fails, 5 inconclusive"
+    wall_time_s: float
+
+
+def plan(out: str | Path, scale: str = "quick", only: Sequence[str] | None = None,
+         overrides: Sequence[str] = ()) -> list[Sweep]:
+    """One single-cell sweep per selected claim, all validated before anything runs."""
+    out = Path(out)
+    sweeps = []
+    for target in select(only):
+        name = load_experiment(target).name
+        sweeps.append(plan_sweep(target, [f"scale={scale}", *overrides], out=out / name))
+    return sweeps
+
+
+def _log(msg: str, quiet: bool) -> None:
+    if not quiet:
+        print(msg, flush=True)
+
+
+def reproduce(out: str | Path, scale: str = "quick", only: Sequence[str] | None = None,
+              overrides: Sequence[str] = (), workers: int | None = None,
+              launcher: str = "local", quiet: bool = False, **options: Any) -> ReproduceResult:
+    """Run every selected claim (skipping finished ones) and write the report."""
+    start = time.perf_counter()
+    out = Path(out)
+    sweeps = plan(out, scale, only, overrides)
+    out.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(out / MANIFEST, {
+        "scale": scale, "only": list(only or []), "overrides": list(overrides),
+        "claims": [{"experiment": s.name, "target": s.target,
+                    "run_dir": f"{s.name}/{c.run_id}"} for s in sweeps for c in s.cells]})
+    tasks = []
+    for sweep in sweeps:
+        write_manifest(sweep)
+        tasks += [{"target": sweep.target, "overrides": c.overrides, "run_id": c.run_id,
+                   "run_dir": str(sweep.run_dir(c).resolve()), "experiment": sweep.name}
+                  for c in sweep.cells if not (sweep.run_dir(c) / SUMMARY).exists()]
+    total = sum(len(s.cells) for s in sweeps)
+    runner = make_launcher(launcher, workers, **options)
+    _log(f"reproduce: {len(sweeps)} claims at scale {scale} in {out} ({total - len(tasks)} "
+         f"already done, {len(tasks)} to run; workers "
+         f"{getattr(runner, 'workers', None) or 'auto'})", quiet)
+    try:
+        for k, (task, result) in enumerate(runner.run(run_cell, tasks), 1):
+            note = result.get("error") or (f"{result['wall_time_s']:.1f} s"
+                                           if "wall_time_s" in result else "")
+            _log(f"  [{k}/{len(tasks)}] {task['experiment']} {result['status']} {note}".rstrip(),
+                 quiet)
+    finally:  # also on Ctrl-C: tables and report show what finished
+        for sweep in sweeps:
+            write_table(sweep.out)
+        write_claims_table(out)
+        page, md = write_report(out, title=f"factlab reproduce ({scale})")
+    rows = collect(out)
+    return ReproduceResult(out, sweeps, page, md, summary_line(rows),
+                           round(time.perf_counter() - start, 2))
+
+
+def write_claims_table(root: str | Path) -> Path:
+    """<root>/claims.csv: one tidy row per claim (paper, verdict, evidence, wall time, dir)."""
+    root = Path(root)
+    columns = ["experiment", "arxiv", "reconstruction", "verdict", "reason", "evidence",
+               "seeds", "wall_time_s", "run_dir"]
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(columns)
+    for r in collect(root):
+        writer.writerow([r.experiment, r.paper.arxiv, str(r.reconstruction).lower(), r.verdict,
+                         r.reason, r.evidence, r.seeds,
+                         "" if r.wall_time_s is None else r.wall_time_s, r.run_dir])
+    path = root / CLAIMS
+    path.write_text(buf.getvalue())
+    return path
+
+
+def closing_lines(result: ReproduceResult) -> list[str]:
+    """What `factlab reproduce` prints at the end."""
+    return [f"reproduce directory: {result.out}  ({result.wall_time_s:.1f} s)",
+            f"verdicts: {result.summary}",
+            f"report:   {result.report}",
+            f"markdown: {result.markdown}"]
