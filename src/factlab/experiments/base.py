@@ -22,7 +22,14 @@ import torch
 
 from factlab.analysis.verdicts import Verdict
 from factlab.config import ExperimentConfig, apply_overrides, to_dict
-from factlab.runtime import progress_enabled, resolve_device, set_seed
+from factlab.errors import failure_line
+from factlab.runtime import (
+    choose_threads,
+    configure_threads,
+    progress_enabled,
+    resolve_device,
+    set_seed,
+)
 from factlab.store.run_dir import RunStore, run_id
 from factlab.store.tensorboard import open_sink
 
@@ -56,6 +63,7 @@ class Experiment:
     descriptive: bool = False  # a measurement with no claim: its verdict is "descriptive"
     paper: tuple[str, str] | None = None  # (arXiv id, title); else report.papers' prefix table
     reconstruction: bool | None = None  # our own setting where the paper gives none
+    verdict_keys: tuple[str, ...] = ()  # knobs the verdict rule reads (marked by `show`)
 
     def make_config(self, overrides: dict[str, Any] | None = None) -> Any:
         """Default config, then the preset named by `scale` (if any), then `overrides`."""
@@ -81,10 +89,11 @@ def run_experiment(exp: Experiment, cfg: Any, out: str | Path | None = None,
     metrics record to an event file in <run_dir>/tensorboard.
     """
     run_dir = Path(out) if out is not None else default_run_dir(exp, cfg)
+    device = resolve_device(cfg.device)  # an unavailable device is refused before any write
     store = RunStore(run_dir)
     config = to_dict(cfg)
-    store.start(exp.name, config)
-    device = resolve_device(cfg.device)
+    threads = configure_threads(choose_threads(cfg))  # docs/reliability.md: thread policy
+    store.start(exp.name, config, meta={"threads": threads})
     set_seed(cfg.seed)
     ctx = RunContext(store, device,
                      progress_enabled() if show_progress is None else show_progress,
@@ -92,6 +101,9 @@ def run_experiment(exp: Experiment, cfg: Any, out: str | Path | None = None,
     start = time.perf_counter()
     try:
         verdict = exp.run(cfg, ctx)
+    except BaseException as err:  # the run directory says why it has no summary.json
+        store.fail(failure_line(err, cfg))
+        raise
     finally:
         if ctx.sink is not None:
             ctx.sink.close()
