@@ -114,5 +114,9 @@ def run_experiment(exp: Experiment, cfg: Any, out: str | Path | None = None,
         "experiment": exp.name, "claim": exp.claim, **verdict.summary_fields(),
         "wall_time_s": round(wall, 2), "figures": figures, "run_id": run_id(config),
     }
+    if exp.paper:  # declared by the experiment; else the report's prefix table decides
+        summary["paper"] = {"arxiv": exp.paper[0], "title": exp.paper[1]}
+    if exp.reconstruction is not None:
+        summary["reconstruction"] = exp.reconstruction
     store.write_summary(summary)
     return summary

@@ -95,6 +95,11 @@ def read_row(run_dir: Path, root: Path, label: str = "") -> ClaimRow:
     summary = _read_json(run_dir / "summary.json")
     name = str(config.get("experiment") or (summary or {}).get("experiment") or run_dir.name)
     paper, recon = paper_of(name)
+    declared = (summary or {}).get("paper")
+    if isinstance(declared, dict) and declared.get("title"):
+        paper = Paper(str(declared.get("arxiv", "")), str(declared["title"]))
+    if isinstance((summary or {}).get("reconstruction"), bool):
+        recon = summary["reconstruction"]
     rel = os.path.relpath(run_dir, root)
     if summary is not None:
         figures = [os.path.relpath(run_dir / f, root) for f in summary.get("figures") or []

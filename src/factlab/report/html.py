@@ -11,6 +11,7 @@ claims whose setting is our reconstruction.
 from __future__ import annotations
 
 import html
+import json
 from pathlib import Path
 from urllib.parse import quote
 
@@ -37,9 +38,9 @@ th { font-size: .85em; color: #57606a; font-weight: 600; }
 .recon { display: inline-block; margin-left: .35em; padding: 0 .35em; border: 1px solid #8c959f;
          border-radius: .3em; font-size: .75em; color: #57606a; cursor: help; }
 .claim-text { color: #57606a; font-size: .9em; }
-.evidence { font-family: ui-monospace, monospace; font-size: .82em; max-width: 32em; }
+.evidence { font-family: ui-monospace, monospace; font-size: .8em; min-width: 24em; }
 .reason { color: #9a6700; font-size: .85em; }
-img.thumb { width: 220px; height: auto; border: 1px solid #d0d7de; }
+img.thumb { width: 200px; height: auto; border: 1px solid #d0d7de; }
 td.num { white-space: nowrap; text-align: right; }
 """
 
@@ -110,6 +111,10 @@ def write_report(root: str | Path, title: str | None = None) -> tuple[Path, Path
     """Rebuild <root>/report.html and <root>/report.md from the stored files alone."""
     root = Path(root)
     rows = collect(root)
+    manifest = root / "reproduce.json"  # a reproduce directory keeps its own title
+    if title is None and manifest.is_file():
+        scale = json.loads(manifest.read_text()).get("scale", "")
+        title = f"factlab reproduce ({scale})"
     title = title or f"factlab report: {root.resolve().name}"
     page = root / "report.html"
     page.write_text(render_html(rows, title))

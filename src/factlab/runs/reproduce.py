@@ -34,16 +34,9 @@ from factlab.report.collect import collect, summary_line
 from factlab.report.html import write_report
 from factlab.report.papers import paper_of
 from factlab.runs.launchers import make_launcher
-from factlab.runs.sweep import (
-    SUMMARY,
-    Sweep,
-    load_experiment,
-    plan_sweep,
-    run_cell,
-    write_manifest,
-    write_table,
-)
-from factlab.store.run_dir import write_json_atomic
+from factlab.runs.sweep import Sweep, load_experiment, plan_sweep, run_cell, write_manifest
+from factlab.store.run_dir import summary_ok, write_json_atomic
+from factlab.store.table import write_table
 
 MANIFEST = "reproduce.json"
 CLAIMS = "claims.csv"
@@ -90,10 +83,13 @@ def plan(out: str | Path, scale: str = "quick", only: Sequence[str] | None = Non
          overrides: Sequence[str] = ()) -> list[Sweep]:
     """One single-cell sweep per selected claim, all validated before anything runs."""
     out = Path(out)
+    # every override is one value per claim (d=8,11 is the tuple, not two cells)
+    fixed = [f"{k}=[{v}]" if "," in v and not v.startswith("[") else f"{k}={v}"
+             for k, _, v in (o.partition("=") for o in overrides)]
     sweeps = []
     for target in select(only):
         name = load_experiment(target).name
-        sweeps.append(plan_sweep(target, [f"scale={scale}", *overrides], out=out / name))
+        sweeps.append(plan_sweep(target, [f"scale={scale}", *fixed], out=out / name))
     return sweeps
 
 
@@ -119,7 +115,7 @@ def reproduce(out: str | Path, scale: str = "quick", only: Sequence[str] | None 
         write_manifest(sweep)
         tasks += [{"target": sweep.target, "overrides": c.overrides, "run_id": c.run_id,
                    "run_dir": str(sweep.run_dir(c).resolve()), "experiment": sweep.name}
-                  for c in sweep.cells if not (sweep.run_dir(c) / SUMMARY).exists()]
+                  for c in sweep.cells if not summary_ok(sweep.run_dir(c))]
     total = sum(len(s.cells) for s in sweeps)
     runner = make_launcher(launcher, workers, **options)
     _log(f"reproduce: {len(sweeps)} claims at scale {scale} in {out} ({total - len(tasks)} "

@@ -1,0 +1,240 @@
+"""reproduce, the HTML/Markdown report, the Python API, the TensorBoard sink and the style."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+import subprocess
+import sys
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pytest
+
+from factlab.analysis.verdicts import Verdict, combine_seeds, decide, inconclusive, spread
+from factlab.config import ConfigError, ExperimentConfig
+from factlab.experiments.base import Experiment, RunContext, run_experiment
+from factlab.report.collect import collect, summary_line
+from factlab.report.html import write_report
+from factlab.report.papers import paper_of
+from factlab.report.style import BAND_ALPHA, band, paper_style, save_figure
+from factlab.runs.reproduce import reproduce, select
+
+
+# Three instant toy claims, one per verdict state, each with a figure (importable by workers).
+@dataclasses.dataclass
+class ToyConfig(ExperimentConfig):
+    """offset moves the measured value; the claim is value > 1."""
+
+    offset: float = 0.0  # added to every seed's value
+
+
+def _toy(base: float, state: str):
+    def run(cfg: ToyConfig, ctx: RunContext) -> Verdict:
+        values = []
+        for s in cfg.seeds:
+            value = base + cfg.offset + 0.01 * s
+            values.append(value)
+            for step in range(3):
+                ctx.log(step, "test", seed=s, value=value * (step + 1) / 3, stage="fit")
+        per = [decide(v > 1, f"{v:.2f}") if state != "inconclusive"
+               else inconclusive("planted: budget spent while improving") for v in values]
+        mean = per[0] if state == "inconclusive" else decide(sum(values) / len(values) > 1, "")
+        return combine_seeds(mean, per, f"value {spread(values, '.2f')}", {"value": values[0]})
+    return run
+
+
+def _figures(run_dir: Path) -> list[Path]:
+    import matplotlib.pyplot as plt
+
+    with paper_style():
+        fig, ax = plt.subplots()
+        band(ax, [1, 2, 3], [[1, 2, 3], [1.5, 2.5, 3.5]], "toy")
+        return [save_figure(fig, run_dir, "toy")]
+
+
+TOY_HOLDS = Experiment("toy-holds", "value > 1 for a large base", ToyConfig, _toy(2.0, "holds"),
+                       _figures, paper=("0000.00001", "A toy paper"))
+TOY_FAILS = Experiment("toy-fails", "value > 1 for a small base", ToyConfig, _toy(0.2, "fails"),
+                       _figures, paper=("0000.00001", "A toy paper"), reconstruction=True)
+TOY_UNSURE = Experiment("toy-unsure", "an undecidable toy", ToyConfig,
+                        _toy(1.0, "inconclusive"), _figures)
+TOYS = [f"test_report:{n}" for n in ("TOY_HOLDS", "TOY_FAILS", "TOY_UNSURE")]
+
+
+@pytest.fixture
+def user_modules(monkeypatch):
+    monkeypatch.setenv("FACTLAB_ALLOW_MODULES", "1")
+
+
+class _Page(HTMLParser):
+    """Rows, images, links and scripts of a report page."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.rows, self.imgs, self.links, self.scripts = [], [], [], 0
+
+    def handle_starttag(self, tag, attrs):
+        a = dict(attrs)
+        if tag == "tr" and a.get("class") == "claim":
+            self.rows.append(a)
+        elif tag == "img":
+            self.imgs.append(a["src"])
+        elif tag == "a":
+            self.links.append(a["href"])
+        elif tag in ("script", "link", "iframe"):
+            self.scripts += 1
+
+
+def _parse(page: Path) -> _Page:
+    parsed = _Page()
+    parsed.feed(page.read_text())
+    return parsed
+
+
+def test_reproduce_report_resume_and_rebuild(tmp_path, user_modules, capsys):
+    out = tmp_path / "rep"
+    result = reproduce(out, only=TOYS, launcher="serial", quiet=True)
+    assert result.summary == "3 claims: 1 holds, 1 fails, 1 inconclusive"
+    page = _parse(result.report)
+    assert [(r["data-experiment"], r["data-verdict"]) for r in page.rows] == [
+        ("toy-fails", "fails"), ("toy-holds", "holds"), ("toy-unsure", "inconclusive")]
+    assert page.scripts == 0  # self-contained: no JavaScript, stylesheet or frame
+    for src in page.imgs:  # every figure beside the page, relative, on disk
+        assert not re.match(r"[a-z]+:", src) and (out / src).is_file()
+    assert all(href.startswith("https://arxiv.org/abs/") or (out / href).exists()
+               for href in page.links)
+    html = result.report.read_text()
+    assert "A toy paper" in html and "arXiv 0000.00001" in html and "Other claims" in html
+    assert html.count('class="recon"') == 2  # the legend and toy-fails
+    md = result.markdown.read_text()
+    assert "**3 claims: 1 holds, 1 fails, 1 inconclusive**" in md and "`toy-fails` (R)" in md
+    claims = (out / "claims.csv").read_text().splitlines()
+    assert len(claims) == 4 and claims[0].startswith("experiment,arxiv,reconstruction,verdict")
+    # Resume: finished claims are not run again.
+    mtimes = {p: p.stat().st_mtime_ns for p in out.rglob("summary.json")}
+    again = reproduce(out, only=TOYS, launcher="serial", quiet=True)
+    assert again.summary == result.summary
+    assert mtimes == {p: p.stat().st_mtime_ns for p in out.rglob("summary.json")}
+    # `factlab report DIR` rebuilds the same page from the stored files alone.
+    from factlab.cli import main
+
+    before = result.report.read_text()
+    result.report.unlink()
+    assert main(["report", str(out)]) == 0
+    assert "1 holds, 1 fails, 1 inconclusive" in capsys.readouterr().out
+    assert result.report.read_text() == before
+
+
+def test_report_takes_a_run_dir_and_a_sweep_dir(tmp_path, user_modules):
+    from factlab.runs.sweep import plan_sweep, run_sweep
+
+    run_experiment(TOY_HOLDS, TOY_HOLDS.make_config({}), out=tmp_path / "one",
+                   show_progress=False)
+    page, _ = write_report(tmp_path / "one")
+    assert len(_parse(page).rows) == 1
+    sweep = plan_sweep("test_report:TOY_FAILS", ["offset=0,1"], out=tmp_path / "sw")
+    run_sweep(sweep, launcher="serial", quiet=True, figure=False)
+    rows = collect(tmp_path / "sw")
+    assert [r.label for r in rows] == ["offset=0", "offset=1"]
+    assert [r.verdict for r in rows] == ["fails", "holds"]
+    assert summary_line(rows) == "2 claims: 1 holds, 1 fails, 0 inconclusive"
+
+
+def test_select_by_name_family_and_arxiv_id():
+    assert select(["capacity"]) == ["capacity-linear", "capacity-mlp"]
+    assert "recall-tradeoff" in select(["2412.06538"]) and "bios" not in select(["2412.06538"])
+    assert select(["bios", "bios"]) == ["bios"]
+    assert len(select(None)) >= 20
+    with pytest.raises(ConfigError, match="did you mean induction-head"):
+        select(["induction-haed"])
+
+
+def test_paper_table_and_declared_paper():
+    paper, recon = paper_of("ic-recall-samples")
+    assert paper.arxiv == "2605.27774" and recon
+    assert paper_of("capacity-mlp")[0].arxiv == "2412.06538"
+    assert paper_of("toy-fails", TOY_FAILS) == (paper_of("x", TOY_HOLDS)[0], True)
+    assert paper_of("nothing-known")[0].arxiv == ""
+
+
+def test_api_run_load_runs_and_load_metrics(tmp_path, user_modules):
+    import factlab
+    from factlab.api import Summary, load_metrics, load_runs
+
+    reproduce(tmp_path, only=TOYS, launcher="serial", quiet=True)
+    runs = factlab.load_runs(tmp_path)
+    assert runs.groupby("verdict").size().to_dict() == {"fails": 1, "holds": 1,
+                                                         "inconclusive": 1}
+    assert {"experiment", "verdict", "config.offset", "config.seeds", "metrics.value",
+            "wall_time_s"} <= set(runs.columns)
+    run_dir = runs.loc[runs.experiment == "toy-holds", "run_dir"].item()
+    curves = load_metrics(run_dir)
+    assert list(curves.columns[:4]) == ["step", "split", "metric", "value"]
+    assert len(curves) == 9 and set(curves.seed) == {0, 1, 2} and set(curves.stage) == {"fit"}
+    assert Summary.read(run_dir).verdict == "holds"
+    assert load_runs(tmp_path / "nothing-here").empty
+    with pytest.raises(ConfigError, match="no metrics.jsonl"):
+        load_metrics(tmp_path)
+
+
+def test_api_run_reads_back_a_finished_run_unless_forced(tmp_path):
+    import factlab
+
+    knobs = dict(d=(6,), seeds=(0,), train__steps=50, tolerance=1.5)
+    first = factlab.run("capacity-linear", out=tmp_path / "c", **knobs)
+    assert first.experiment == "capacity-linear" and first.run_dir == tmp_path / "c"
+    stamp = (tmp_path / "c" / "summary.json").stat().st_mtime_ns
+    assert factlab.run("capacity-linear", out=tmp_path / "c", **knobs).verdict == first.verdict
+    assert (tmp_path / "c" / "summary.json").stat().st_mtime_ns == stamp
+    factlab.run("capacity-linear", out=tmp_path / "c", force=True, **knobs)
+    assert (tmp_path / "c" / "summary.json").stat().st_mtime_ns != stamp
+
+
+def test_import_factlab_is_cheap():
+    code = ("import sys, factlab; bad = [m for m in ('torch', 'pandas', 'matplotlib', "
+            "'transformers', 'tensorboard') if m in sys.modules]; print(bad); "
+            "sys.exit(1 if bad else 0); ")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout
+    proc = subprocess.run([sys.executable, "-c", "import factlab; factlab.nope"],
+                          capture_output=True, text=True)
+    assert "has no attribute 'nope'" in proc.stderr
+
+
+def test_tensorboard_sink_streams_the_metrics(tmp_path):
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    run_experiment(TOY_HOLDS, TOY_HOLDS.make_config({"seeds": "0"}), out=tmp_path,
+                   show_progress=False, tensorboard=True)
+    acc = EventAccumulator(str(tmp_path / "tensorboard"))
+    acc.Reload()
+    assert acc.Tags()["scalars"] == ["test/value"] or "test/value" in acc.Tags()["scalars"]
+    assert [e.step for e in acc.Scalars("test/value")] == [0, 1, 2]
+    lines = (tmp_path / "metrics.jsonl").read_text().splitlines()
+    assert len(lines) == 3  # metrics.jsonl is unchanged by the sink
+
+
+def test_no_sink_by_default(tmp_path, monkeypatch):
+    monkeypatch.delenv("FACTLAB_TENSORBOARD", raising=False)
+    run_experiment(TOY_HOLDS, TOY_HOLDS.make_config({"seeds": "0"}), out=tmp_path,
+                   show_progress=False)
+    assert not (tmp_path / "tensorboard").exists()
+
+
+def test_style_pdf_beside_png_no_minor_ticks_visible_bands(tmp_path):
+    import matplotlib.pyplot as plt
+    import matplotlib.ticker
+
+    with paper_style():
+        fig, ax = plt.subplots()
+        band(ax, [1, 10, 100], [[1, 2, 3], [2, 3, 4]], "two seeds")
+        ax.set_xscale("log")
+        ax.set_xlabel(r"$d^2$")
+        png = save_figure(fig, tmp_path, "f")
+    assert png.is_file() and (tmp_path / "f.pdf").read_bytes().startswith(b"%PDF")
+    assert isinstance(ax.xaxis.get_minor_locator(), matplotlib.ticker.NullLocator)
+    assert ax.collections[0].get_alpha() == BAND_ALPHA >= 0.25
+    assert json.dumps(plt.rcParams["xtick.minor.visible"]) == "false"  # outside the block
