@@ -1,11 +1,19 @@
-"""Knowledge base and the factual-recall sampler: invariants as property tests."""
+"""Knowledge base, the factual-recall sampler (invariants as property tests), the linear-attention
+model's optimised path, and the one Task A recipe's validation/test protocol."""
 
+import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from factlab.knowledge import make_knowledge_base, zipf_weights
-from factlab.tasks.factual_recall import sample_factual_recall
+from factlab.models.linear_attention import LinearAttentionRecall
+from factlab.models.one_layer import OneLayerConfig
+from factlab.probes.metrics import accuracy
+from factlab.runtime import make_generator
+from factlab.tasks.factual_recall import RecallTaskConfig, sample_factual_recall, sample_task
+from factlab.train.loop import TrainConfig
+from factlab.train.recipes import train_factual_recall
 
 
 @settings(max_examples=25, deadline=None)
@@ -75,3 +83,44 @@ def test_sampler_is_deterministic_given_the_generator():
     a = sample_factual_recall(kb, 32, torch.Generator().manual_seed(5), 10, 7)
     b = sample_factual_recall(kb, 32, torch.Generator().manual_seed(5), 10, 7)
     assert all(torch.equal(x, y) for x, y in zip(a, b))
+
+
+def test_batch_names_its_fields_and_sample_task_reads_the_layout():
+    task = RecallTaskConfig(n_subjects=6, n_relations=3, n_answers=2, n_noise=4, seq_len=7)
+    kb = make_knowledge_base(6, 3, 2)
+    batch = sample_task(kb, task, 16, torch.Generator().manual_seed(3))
+    tokens, answer, s, r = batch
+    assert tokens is batch.tokens and torch.equal(batch.answer, kb.answers[s, r])
+    assert batch.tokens.shape == (16, 7) and batch.tokens[:, -1].eq(task.vocab_size - 1).all()
+
+
+def test_linear_attention_counts_path_equals_the_token_sum():
+    torch.manual_seed(0)
+    tokens = torch.randint(0, 11, (64, 9))
+    slow = LinearAttentionRecall(11, 5)
+    torch.nn.init.normal_(slow.A)
+    torch.nn.init.normal_(slow.V)
+    fast = LinearAttentionRecall(11, 5, path="counts")
+    fast.load_state_dict(slow.state_dict())
+    assert torch.allclose(fast(tokens), slow(tokens), atol=1e-5)
+    with pytest.raises(ValueError):
+        LinearAttentionRecall(11, 5, path="fast")
+
+
+def test_train_factual_recall_selects_on_validation_and_reports_test_there():
+    task = RecallTaskConfig(n_subjects=4, n_relations=4, n_answers=4, n_noise=4, seq_len=5)
+    model_cfg = OneLayerConfig(d_model=16, n_heads=2, d_head=4, d_mlp=16)
+    tcfg = TrainConfig(optimizer="adamw", lr=3e-2, steps=60, batch_size=64, eval_every=10)
+    seen = []
+    model, result = train_factual_recall(task, model_cfg, tcfg, seed=7, n_test=128,
+                                         on_eval=lambda step, m: seen.append((step, m["acc"])))
+    best_step, best_acc = max(seen, key=lambda e: (e[1], -e[0]))
+    assert result.best_eval["step"] == best_step and result.best_eval["acc"] == best_acc
+    assert 0 <= result.best_eval["test_acc"] <= 1 and "test_loss" in result.best_eval
+    # the returned model holds the best checkpoint: its validation accuracy is the best one
+    kb = make_knowledge_base(4, 4, 4, task.kb_seed)
+    val = sample_task(kb, task, 128, make_generator(7 + 2))
+    with torch.no_grad():
+        assert accuracy(model(val.tokens), val.answer) == pytest.approx(best_acc)
+    test = sample_task(kb, task, 128, make_generator(7 + 3))
+    assert not torch.equal(test.tokens, val.tokens)  # independent draws

@@ -87,3 +87,28 @@ def drive(steps: Generator[int, str, dict], probe: Callable[[int], str]) -> dict
             n = steps.send(probe(n))
     except StopIteration as done:
         return done.value
+
+
+def frontier(acc: dict[tuple[int, int], float], threshold: float) -> dict[int, int]:
+    """Success frontier of a 2-D grid: row key -> the smallest column whose value reaches
+    `threshold` (e.g. heads H -> the smallest MLP width m); rows with none are left out."""
+    out = {}
+    for row in sorted({r for r, _ in acc}):
+        ok = sorted(c for (r, c), a in acc.items() if r == row and a >= threshold)
+        if ok:
+            out[row] = ok[0]
+    return out
+
+
+def longest_run(steps: list[int], inside: list[bool]) -> tuple[int, int] | None:
+    """(first, last) step of the longest run of consecutive True entries (longest in steps),
+    or None when there is none."""
+    best, start = None, None
+    for step, flag in zip(steps, inside):
+        if not flag:
+            start = None
+            continue
+        start = step if start is None else start
+        if best is None or step - start > best[1] - best[0]:
+            best = (start, step)
+    return best

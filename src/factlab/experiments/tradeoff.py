@@ -1,41 +1,54 @@
-"""Attention/MLP trade-off on factual recall (arXiv 2412.06538 Fig. 4 right; spec §8.4).
+"""Attention/MLP trade-off on factual recall (arXiv 2412.06538 Fig. 4 right): recall-tradeoff.
 
-Train the one-layer model on Task A for every (heads H, MLP width m) cell of a grid and record
-the best test accuracy. The claim is that attention and MLP parameters substitute for each
-other: the success frontier runs diagonally, so more heads need less MLP width.
+Train the one-layer model on Task A for every (seed, heads H, MLP width m) cell of a grid
+(`pipelines.factual_recall.tradeoff_grid`, through the shared launchers) and record each cell's
+test accuracy. The claim: attention and MLP parameters substitute for each other, so the
+success frontier runs diagonally: more heads need less MLP width.
 
-Judged on the frontier m_min(H) = the smallest grid width reaching THRESHOLD at H heads.
-The claim holds when (1) at least MIN_FRONTIER heads values succeed somewhere, (2) the
-frontier's MLP parameters fall as attention parameters grow (Spearman rank correlation
-<= MAX_SPEARMAN), and (3) it moves by at least MIN_SPAN x in MLP parameters. A frontier along
-one axis (a fixed width needed whatever H, or no width helping) fails (2) or (3).
+Validation: Task A memorises a fixed knowledge base, so validation and test are independent
+draws of fresh prompts over the same facts. Early stopping and the best checkpoint read the
+validation prompts; the verdict reads test accuracy at that checkpoint.
+
+Rule, fixed before any run, on the frontier m_min(H) = the smallest grid width whose accuracy
+reaches THRESHOLD = 0.99 (the paper's success criterion) at H heads:
+- holds when its MLP parameters fall as attention parameters grow, Spearman rank correlation
+  <= MAX_SPEARMAN = -0.8 (with 4 frontier points, -0.8 is one adjacent swap from a perfectly
+  descending order; a random order passes with chance 1/6 per seed, and 2 of 3 seeds must), and
+  it moves by >= MIN_SPAN = 2x in MLP parameters (at least one step of the doubling width
+  grid; an axis-aligned frontier gives exactly 1x);
+- fails otherwise (a fixed width needed whatever H, or heads not helping);
+- inconclusive when the grid cannot place the frontier: the largest cell fails (frontier above
+  the grid), every H succeeds at the smallest width (below it), fewer than MIN_FRONTIER = 3
+  heads reach the threshold (no direction to read), or a failing cell that could move the
+  frontier ended on its step budget while validation accuracy still rose (starved).
+
+Seeds: one verdict per seed's grid and one on the seed-mean accuracy grid, combined by
+`combine_seeds`.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
-from pathlib import Path
+import functools
+from typing import Any
 
 import numpy as np
 
+from factlab.analysis.search import frontier
 from factlab.analysis.stats import spearman
-from factlab.analysis.verdicts import Verdict, decide
-from factlab.config import ExperimentConfig, apply_overrides, flatten, require, to_dict
+from factlab.analysis.verdicts import Verdict, combine_seeds, decide, inconclusive, spread
+from factlab.config import ExperimentConfig, require
 from factlab.experiments.base import Experiment, RunContext
 from factlab.models.one_layer import OneLayerConfig
-from factlab.report.style import paper_style, save_figure
-from factlab.runs.launchers import make_launcher
-from factlab.runtime import derive_seed, progress
-from factlab.store.run_dir import read_split
+from factlab.pipelines.factual_recall import tradeoff_grid
+from factlab.report.factual_recall import tradeoff_figures
 from factlab.tasks.factual_recall import RecallTaskConfig
 from factlab.train.loop import TrainConfig
-from factlab.train.recipes import build_knowledge_base, train_factual_recall
 
-THRESHOLD = 0.99  # the paper's success criterion
-MIN_FRONTIER = 3  # frontier points needed to speak of a direction
-MAX_SPEARMAN = -0.8  # the frontier must clearly descend
-MIN_SPAN = 2.0  # ... by at least this factor in MLP parameters
+THRESHOLD = 0.99
+MIN_FRONTIER = 3
+MAX_SPEARMAN = -0.8
+MIN_SPAN = 2.0
 
 
 @dataclasses.dataclass
@@ -48,7 +61,7 @@ class TradeoffConfig(ExperimentConfig):
         d_model=32, d_head=8))
     heads: tuple[int, ...] = (1, 2, 4, 8)
     widths: tuple[int, ...] = (4, 16, 32, 64, 128)
-    n_test: int = 1024
+    n_test: int = 1024  # test prompts; as many validation prompts, drawn independently
     workers: int = 0  # cells train in this many single-thread processes; 0 = one per core
     train: TrainConfig = dataclasses.field(default_factory=lambda: TrainConfig(
         optimizer="adamw", lr=1e-2, steps=2000, batch_size=512, eval_every=100,
@@ -63,94 +76,72 @@ class TradeoffConfig(ExperimentConfig):
         require(self.workers >= 0, "workers", "must be >= 0 (0 = one per core)")
 
 
-def train_cell(task: dict) -> dict:
-    """Train one (heads, width) cell; module-level so worker processes can run it."""
-    cfg = apply_overrides(TradeoffConfig(), flatten(task["config"]))
-    h, m = task["heads"], task["width"]
-    model_cfg = dataclasses.replace(cfg.model, n_heads=h, d_mlp=m)
-    _, result = train_factual_recall(cfg.task, model_cfg, cfg.train, derive_seed(cfg.seed, h, m),
-                                     task["device"], cfg.n_test,
-                                     kb=build_knowledge_base(cfg.task))
-    return {"acc": result.best_eval.get("acc", 0.0), "steps": result.steps,
-            "diverged": result.diverged}
-
-
 def run(cfg: TradeoffConfig, ctx: RunContext) -> Verdict:
-    """Train every grid cell (in parallel processes on CPU) and judge the frontier."""
-    tasks = [{"config": to_dict(cfg), "heads": h, "width": m, "device": str(ctx.device)}
-             for h in cfg.heads for m in cfg.widths]
-    serial = cfg.workers == 1 or ctx.device.type != "cpu"
-    launcher = make_launcher("serial" if serial else "local", cfg.workers or None)
-    results = {}
-    for task, res in progress(launcher.run(train_cell, tasks), total=len(tasks),
-                              desc="recall-tradeoff", enabled=ctx.show_progress):
-        if "acc" not in res:
-            raise RuntimeError(f"cell H={task['heads']} m={task['width']}: {res.get('error')}")
-        results[task["heads"], task["width"]] = res
-    d, dh = cfg.model.d_model, cfg.model.d_head
-    for i, ((h, m), res) in enumerate(sorted(results.items())):  # completion order varies
-        ctx.log(i, "grid", heads=h, width=m, attn_params=d * dh * h, mlp_params=d * m, **res)
-    return judge({k: r["acc"] for k, r in results.items()}, d, dh)
+    """Train every (seed, heads, width) cell and judge the frontier over seeds."""
+    rows = tradeoff_grid(cfg.task, cfg.model, cfg.train, cfg.heads, cfg.widths, cfg.seeds,
+                         cfg.n_test, ctx.device, cfg.workers, ctx.show_progress)
+    for i, row in enumerate(rows):
+        ctx.log(i, "grid", **row)
+    return judge(rows, cfg.model.d_model, cfg.model.d_head)
 
 
-def frontier(acc: dict[tuple[int, int], float]) -> dict[int, int]:
-    """H -> the smallest width whose accuracy reaches THRESHOLD (heads with none left out)."""
-    out = {}
-    for h in sorted({h for h, _ in acc}):
-        ok = sorted(m for (hh, m), a in acc.items() if hh == h and a >= THRESHOLD)
-        if ok:
-            out[h] = ok[0]
-    return out
-
-
-def judge(acc: dict[tuple[int, int], float], d: int, d_head: int) -> Verdict:
-    """The verdict from the grid of accuracies."""
-    front = frontier(acc)
+def judge_grid(acc: dict[tuple[int, int], float], starved: set[tuple[int, int]], d: int,
+               d_head: int) -> Verdict:
+    """The rule on one accuracy grid {(H, m): acc} (one seed's, or the seed mean)."""
+    front = frontier(acc, THRESHOLD)
+    heads = sorted({h for h, _ in acc})
+    widths = sorted({m for _, m in acc})
     x = np.array([d * d_head * h for h in front], float)
     y = np.array([d * m for m in front.values()], float)
     rho = spearman(x, y) if len(front) >= 2 else float("nan")
     rho = 0.0 if np.isnan(rho) else rho  # a constant side is no trend at all
     span = float(y.max() / max(y.min(), 1.0)) if len(front) else 0.0
-    holds = len(front) >= MIN_FRONTIER and rho <= MAX_SPEARMAN and span >= MIN_SPAN
     pts = ", ".join(f"H={h}:m={m}" for h, m in front.items()) or "none"
-    evidence = (f"frontier (smallest width reaching {THRESHOLD}) {pts}; Spearman(attn, mlp "
-                f"params) = {rho:.2f} (needs <= {MAX_SPEARMAN}), MLP span {span:.1f}x "
-                f"(needs >= {MIN_SPAN}), {len(front)} points (needs >= {MIN_FRONTIER})")
+    evidence = f"frontier {pts}; Spearman {rho:.2f}, MLP span {span:.1f}x"
     metrics = {"frontier": {str(h): m for h, m in front.items()}, "spearman": rho,
                "mlp_span": span, "n_success": int(sum(a >= THRESHOLD for a in acc.values())),
                "n_cells": len(acc)}
-    return decide(holds, evidence, metrics)
+    movers = sorted((h, m) for (h, m) in starved if acc[h, m] < THRESHOLD
+                    and m < front.get(h, widths[-1] + 1))
+    if acc[heads[-1], widths[-1]] < THRESHOLD:
+        reason = f"even the largest cell H={heads[-1]}, m={widths[-1]} is below {THRESHOLD}"
+        return inconclusive(reason + ": the frontier lies above the grid", evidence, metrics)
+    if movers:
+        h, m = movers[0]
+        return inconclusive(f"cell H={h}, m={m} ended on its step budget while validation "
+                            f"accuracy still rose (it could move the frontier)", evidence, metrics)
+    if len(front) == len(heads) and all(m == widths[0] for m in front.values()):
+        return inconclusive("every H succeeds at the smallest width: the frontier lies below "
+                            "the grid", evidence, metrics)
+    if len(front) < MIN_FRONTIER:
+        return inconclusive(f"only {len(front)} head counts reach {THRESHOLD} (needs >= "
+                            f"{MIN_FRONTIER} to read a direction)", evidence, metrics)
+    return decide(rho <= MAX_SPEARMAN and span >= MIN_SPAN, evidence, metrics)
 
 
-def figures(run_dir: Path) -> list[Path]:
-    """Accuracy heat-map over (attention params, MLP params) with the frontier marked."""
-    import matplotlib.pyplot as plt
-
-    rows = read_split(run_dir, "grid")
-    if not rows:
-        return []
-    cfg = json.loads((run_dir / "config.json").read_text())
-    xs = sorted({r["attn_params"] for r in rows})
-    ys = sorted({r["mlp_params"] for r in rows})
-    grid = np.full((len(ys), len(xs)), np.nan)
-    for r in rows:
-        grid[ys.index(r["mlp_params"]), xs.index(r["attn_params"])] = r["acc"]
-    front = frontier({(r["heads"], r["width"]): r["acc"] for r in rows})
-    d, dh = cfg["model"]["d_model"], cfg["model"]["d_head"]
-    with paper_style():
-        fig, ax = plt.subplots(figsize=(3.6, 3.0))
-        im = ax.imshow(grid, origin="lower", cmap="viridis", vmin=0, vmax=1, aspect="auto")
-        fx = [xs.index(d * dh * h) for h in front]
-        fy = [ys.index(d * m) for m in front.values()]
-        ax.plot(fx, fy, "w--o", ms=3, lw=1, label=f"frontier (acc >= {THRESHOLD})")
-        ax.set_xticks(range(len(xs)), [str(v) for v in xs])
-        ax.set_yticks(range(len(ys)), [str(v) for v in ys])
-        ax.set(xlabel="attention parameters d d_h H", ylabel="MLP parameters d m",
-               title=f"{cfg['task']['n_subjects'] * cfg['task']['n_relations']} facts")
-        ax.grid(False)
-        ax.legend(loc="upper right", fontsize=6)
-        fig.colorbar(im, ax=ax, label="test accuracy")
-        return [save_figure(fig, run_dir, "tradeoff")]
+def judge(rows: list[dict[str, Any]], d: int, d_head: int) -> Verdict:
+    """The verdict over seeds from the grid rows (one per seed and cell)."""
+    seeds = sorted({r["seed"] for r in rows})
+    per_seed = []
+    for s in seeds:
+        sel = [r for r in rows if r["seed"] == s]
+        per_seed.append(judge_grid({(r["heads"], r["width"]): r["acc"] for r in sel},
+                                   {(r["heads"], r["width"]) for r in sel if r["starved"]},
+                                   d, d_head))
+    cells = sorted({(r["heads"], r["width"]) for r in rows})
+    mean_acc = {c: float(np.mean([r["acc"] for r in rows if (r["heads"], r["width"]) == c]))
+                for c in cells}
+    mean = judge_grid(mean_acc, {(r["heads"], r["width"]) for r in rows if r["starved"]},
+                      d, d_head)
+    evidence = (f"seed-mean grid: {mean.evidence}; per seed Spearman "
+                f"{spread([v.metrics['spearman'] for v in per_seed], '.2f')}, span "
+                f"{spread([v.metrics['mlp_span'] for v in per_seed], '.1f')} (smallest width "
+                f"reaching {THRESHOLD}; needs Spearman <= {MAX_SPEARMAN}, span >= {MIN_SPAN}x, "
+                f">= {MIN_FRONTIER} points)")
+    metrics = {"frontier_per_seed": {str(s): v.metrics["frontier"]
+                                     for s, v in zip(seeds, per_seed)},
+               "n_starved": sum(bool(r["starved"]) for r in rows)}
+    return combine_seeds(mean, per_seed, evidence, metrics)
 
 
 RECALL_TRADEOFF = Experiment(
@@ -159,7 +150,7 @@ RECALL_TRADEOFF = Experiment(
           "success frontier over (heads x MLP width) runs diagonally, not along one axis.",
     config=TradeoffConfig,
     run=run,
-    figures=figures,
+    figures=functools.partial(tradeoff_figures, threshold=THRESHOLD),
     presets={"paper": {
         "task.n_subjects": 32, "task.n_relations": 32, "task.n_answers": 8,
         "task.n_noise": 64, "task.seq_len": 32, "model.d_model": 32, "model.d_head": 8,

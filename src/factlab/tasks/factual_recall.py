@@ -10,6 +10,7 @@ last slot instead. The label is a*(s, r), an output id in [0, R*D).
 from __future__ import annotations
 
 import dataclasses
+from typing import NamedTuple
 
 import torch
 
@@ -55,12 +56,21 @@ class RecallTaskConfig:
         return self.n_subjects + self.n_relations + self.noise + 1
 
 
+class RecallBatch(NamedTuple):
+    """A batch of Task A prompts; unpacks as (tokens, answer, subject, relation)."""
+
+    tokens: torch.Tensor  # [B, T] input ids
+    answer: torch.Tensor  # [B] output ids a*(s, r)
+    subject: torch.Tensor  # [B]
+    relation: torch.Tensor  # [B]
+
+
 def sample_factual_recall(
     kb: KnowledgeBase, batch: int, gen: torch.Generator, seq_len: int = 32, n_noise: int = 0,
     eos: bool = True, subject_zipf: float = 0.0, relation_zipf: float = 0.0,
     device: torch.device | str = "cpu",
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Draw `batch` prompts. Returns (tokens [B, T], answer [B], subject [B], relation [B]).
+) -> RecallBatch:
+    """Draw `batch` prompts: a `RecallBatch` (tokens [B, T], answer, subject, relation [B]).
 
     All randomness comes from `gen` (a CPU generator); tensors are moved to `device` at the end.
     """
@@ -90,4 +100,12 @@ def sample_factual_recall(
         tokens[rows, T - 1] = S + r
     tokens[rows, pos_s] = s
     answer = kb.answers[s, r]
-    return tokens.to(device), answer.to(device), s.to(device), r.to(device)
+    return RecallBatch(tokens.to(device), answer.to(device), s.to(device), r.to(device))
+
+
+def sample_task(kb: KnowledgeBase, task: RecallTaskConfig, batch: int, gen: torch.Generator,
+                device: torch.device | str = "cpu") -> RecallBatch:
+    """`sample_factual_recall` with the prompt layout that `task` describes."""
+    return sample_factual_recall(kb, batch, gen, seq_len=task.seq_len, n_noise=task.noise,
+                                 eos=task.eos, subject_zipf=task.subject_zipf,
+                                 relation_zipf=task.relation_zipf, device=device)
