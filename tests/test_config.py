@@ -39,7 +39,7 @@ def test_bad_overrides_name_the_key(overrides, fragment):
 
 
 def test_impossible_capacity_width_is_refused():
-    with pytest.raises(ConfigError, match="d: every width must be >= 2"):
+    with pytest.raises(ConfigError, match="d: must be >= 1, got -3"):
         apply_overrides(CapacityConfig(), {"d": "-3"})
 
 
@@ -91,7 +91,7 @@ def test_console_script_exit_code():
     out = subprocess.run([sys.executable, "-m", "factlab.cli", "run", "capacity-mlp", "d=-3"],
                          capture_output=True, text=True)
     assert out.returncode == 2
-    assert out.stderr.strip().count("\n") == 0 and "d: every width must be >= 2" in out.stderr
+    assert out.stderr.strip().count("\n") == 0 and "d: must be >= 1, got -3" in out.stderr
 
 
 def test_list_names_every_experiment_with_its_claim(capsys):

@@ -59,14 +59,58 @@ def test_schedule_is_applied_to_the_optimizer():
     assert p.item() == pytest.approx(1.0)
 
 
-def test_divergence_stops_with_a_clear_message():
+def test_divergence_raises_from_the_loop_naming_the_step_and_lr():
     p = torch.nn.Parameter(torch.ones(()))
     losses = iter([1.0, 2.0, float("nan"), 1.0])
-    result = train([p], lambda step: p * next(losses), TrainConfig(steps=4, lr=0.1))
-    assert result.stop_reason == "diverged" and result.steps == 2
-    assert "diverged at step 2" in result.message and "train.lr" in result.message
-    with pytest.raises(DivergenceError):
-        result.raise_if_diverged()
+    with pytest.raises(DivergenceError) as err:
+        train([p], lambda step: p * next(losses), TrainConfig(steps=4, lr=0.1))
+    assert err.value.step == 2 and err.value.lr == 0.1
+    assert "diverged at step 2" in str(err.value) and "lr=0.1" in str(err.value)
+    assert "\n" not in str(err.value)
+
+
+def test_exploding_loss_above_max_loss_diverges_and_inf_disables_the_cap():
+    p = torch.nn.Parameter(torch.ones(()))
+    with pytest.raises(DivergenceError, match="step 0 .loss=1e"):
+        train([p], lambda step: p * 1e5, TrainConfig(steps=2, lr=0.1))
+    train([p], lambda step: p * 1e5, TrainConfig(steps=2, lr=0.1, max_loss=float("inf")))
+
+
+def test_non_finite_gradient_diverges_even_with_a_finite_loss():
+    p = torch.nn.Parameter(torch.zeros(()))
+    # sqrt at 0 has an infinite derivative while the loss itself is 0
+    with pytest.raises(DivergenceError, match="gradient norm"):
+        train([p], lambda step: torch.sqrt(p.abs()), TrainConfig(steps=3, lr=0.1))
+    with pytest.raises(DivergenceError, match="gradient norm"):
+        train([p], lambda step: torch.sqrt(p.abs()), TrainConfig(steps=3, lr=0.1, grad_clip=1.0))
+
+
+def test_non_finite_eval_metric_diverges():
+    p = torch.nn.Parameter(torch.ones(()))
+    metrics = iter([{"acc": 0.1}, {"acc": float("nan")}])
+    with pytest.raises(DivergenceError, match="eval metric acc=nan"):
+        train([p], lambda step: (p - 1) ** 2, TrainConfig(steps=4, eval_every=2, lr=0.1),
+              lambda: next(metrics))
+
+
+def test_ensemble_member_divergence_stops_the_ensemble():
+    from factlab.train.ensemble import train_ensemble
+
+    w = torch.ones(3, requires_grad=True)
+    scale = torch.tensor([1.0, 1.0, float("nan")])
+    with pytest.raises(DivergenceError, match="step 0"):
+        train_ensemble([w], lambda step: w * scale, TrainConfig(steps=3, lr=0.1))
+
+
+def test_max_loss_must_be_positive_and_may_be_inf():
+    from factlab.config import ConfigError, apply_overrides
+
+    for bad in ("-1", "0", "nan"):
+        with pytest.raises(ConfigError, match="max_loss"):
+            apply_overrides(TrainConfig(), {"max_loss": bad})
+    assert apply_overrides(TrainConfig(), {"max_loss": "inf"}).max_loss == float("inf")
+    with pytest.raises(ConfigError, match="lr: must be finite"):
+        apply_overrides(TrainConfig(), {"lr": "inf"})
 
 
 def test_training_is_deterministic_given_the_seed():

@@ -2,28 +2,35 @@
 
 A config is a (possibly nested) dataclass. Values arrive as strings from the command line
 (``model.d=32``), as JSON/YAML from a file, or as Python values; `apply_overrides` parses each
-against the field's annotated type and `validate` runs every ``check()`` method in the tree.
-Anything wrong raises `ConfigError` whose message is one line naming the key.
+against the field's annotated type and `validate` checks every value by its type
+(`factlab.knobs.check_types`) and then runs every ``check()`` method in the tree. Anything
+wrong raises `ConfigError` whose message is one line naming the key.
+
+The type rules (finite floats, bounded positive sizes, non-empty tuples, seed ranges, a memory
+estimate) live in `factlab.knobs` and need no code per knob.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import re
 import types
-import typing
 from pathlib import Path
 from typing import Any, Literal, Union, get_args, get_origin
 
+from factlab.knobs import (  # re-exported: ConfigError and require are the config API
+    SEED_MAX,
+    ConfigError,
+    allow_inf,
+    check_memory,
+    check_types,
+    field_types,
+    require,
+)
 
-class ConfigError(ValueError):
-    """A bad configuration value or key. Its message is a single readable line."""
-
-
-def require(condition: bool, key: str, message: str) -> None:
-    """Raise `ConfigError` for `key` unless `condition` holds."""
-    if not condition:
-        raise ConfigError(f"{key}: {message}")
+__all__ = ["ConfigError", "ExperimentConfig", "allow_inf", "apply_overrides", "require",
+           "validate"]
 
 
 @dataclasses.dataclass
@@ -45,18 +52,19 @@ class ExperimentConfig:
 
     def check(self) -> None:
         require(len(self.seeds) >= 1, "seeds", "needs at least one seed, e.g. seeds=0,1,2")
-        require(all(0 <= s < 2**63 for s in self.seeds), "seeds",
+        require(all(0 <= s <= SEED_MAX for s in self.seeds), "seeds",
                 f"every seed must be in [0, 2^63), got {list(self.seeds)}")
         require(len(set(self.seeds)) == len(self.seeds), "seeds",
                 f"seeds must be distinct, got {list(self.seeds)}")
-        require(
-            self.device == "auto" or self.device.split(":")[0] in ("cpu", "cuda", "mps"),
-            "device", f"must be one of auto, cpu, cuda, cuda:N, mps; got {self.device!r}",
-        )
+        require(_DEVICE.fullmatch(self.device) is not None, "device",
+                f"must be one of auto, cpu, cuda, cuda:N, mps; got {self.device!r}")
+
+
+_DEVICE = re.compile(r"auto|cpu|mps|cuda(:\d{1,3})?")
 
 
 def _field_types(cls: type) -> dict[str, Any]:
-    return typing.get_type_hints(cls)
+    return field_types(cls)
 
 
 def _type_name(tp: Any) -> str:
@@ -92,8 +100,15 @@ def _parse_scalar(raw: Any, tp: Any, key: str) -> Any:
         raise bad
     if origin is tuple:
         if isinstance(raw, str):
-            text = raw.strip().strip("[]()")
-            items: list[Any] = [t.strip() for t in text.split(",") if t.strip()]
+            text = raw.strip()
+            if text[:1] + text[-1:] in ("[]", "()"):
+                text = text[1:-1]
+            if any(c in text for c in "[]()"):  # half-bracketed or nested: not a guess
+                raise ConfigError(f"{key}: expected {_type_name(tp)} such as 1,2 or [1,2], "
+                                  f"got {raw!r}")
+            items: list[Any] = [t.strip() for t in text.split(",")] if text.strip() else []
+            if "" in items:
+                raise ConfigError(f"{key}: empty item in {raw!r}")
         elif isinstance(raw, (list, tuple)):
             items = list(raw)
         else:
@@ -117,7 +132,7 @@ def _parse_scalar(raw: Any, tp: Any, key: str) -> Any:
         if isinstance(raw, str):
             try:
                 value = float(raw) if any(c in raw for c in ".eE") else int(raw)
-            except ValueError:
+            except (ValueError, OverflowError):
                 raise bad from None
             if isinstance(value, float) and not value.is_integer():
                 raise bad
@@ -201,17 +216,37 @@ def apply_overrides(cfg: Any, overrides: dict[str, Any]) -> Any:
 
 
 def validate(cfg: Any, prefix: str = "") -> None:
-    """Run `check()` on every dataclass in the tree, prefixing errors with the section path."""
+    """Check every value by its type (the whole tree first, so that a section's `check()` only
+    sees well-typed finite values), then run `check()` on every dataclass in the tree (errors
+    prefixed with the section path), then refuse sizes whose tensors cannot fit in memory."""
+    _check_types_tree(cfg, prefix)
+    _check_tree(cfg, prefix)
+    if not prefix:
+        check_memory(cfg)
+
+
+def _check_types_tree(cfg: Any, prefix: str) -> None:
+    check_types(cfg, prefix)
     for f in dataclasses.fields(cfg):
         value = getattr(cfg, f.name)
         if dataclasses.is_dataclass(value):
-            validate(value, f"{prefix}{f.name}.")
+            _check_types_tree(value, f"{prefix}{f.name}.")
+
+
+def _check_tree(cfg: Any, prefix: str) -> None:
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        if dataclasses.is_dataclass(value):
+            _check_tree(value, f"{prefix}{f.name}.")
     check = getattr(cfg, "check", None)
-    if check is not None:
-        try:
-            check()
-        except ConfigError as err:
-            raise ConfigError(prefix + str(err)) from None
+    if check is None:
+        return
+    try:
+        check()
+    except ConfigError as err:
+        raise ConfigError(prefix + str(err)) from None
+    except (ValueError, TypeError, ArithmeticError, IndexError) as err:  # a check that crashed
+        raise ConfigError(f"{prefix.rstrip('.') or 'config'}: {err}") from None
 
 
 def to_dict(cfg: Any) -> dict[str, Any]:
@@ -241,12 +276,21 @@ def parse_override_args(args: list[str]) -> dict[str, str]:
     return out
 
 
-def load_config_file(path: str | Path) -> dict[str, Any]:
-    """Read a JSON or YAML file of (possibly nested) overrides; one-line errors on failure."""
+def load_config_file(path: str | Path, experiment: str | None = None) -> dict[str, Any]:
+    """Read a JSON or YAML file of (possibly nested) overrides; one-line errors on failure.
+
+    A stored config.json names its experiment; given `experiment`, a file naming another one
+    is refused (its knobs would silently mean something else).
+    """
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"--config: no such file {str(path)!r}")
-    text = path.read_text()
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except OSError as err:
+        raise ConfigError(f"--config: cannot read {str(path)!r}: {err.strerror}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"--config: {path.name} is not UTF-8 text") from None
     try:
         if path.suffix.lower() in (".yaml", ".yml"):
             import yaml
@@ -261,6 +305,19 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
         return {}
     if not isinstance(data, dict):
         raise ConfigError(f"--config: {path.name} must hold a mapping of keys to values")
-    data.pop("experiment", None)  # a stored config.json carries these; they are not knobs
+    stored = data.pop("experiment", None)  # a stored config.json carries these; not knobs
+    if experiment is not None and stored is not None and stored != experiment:
+        raise ConfigError(f"--config: {path.name} is a config of experiment {stored!r}, "
+                          f"not {experiment!r}")
     data.pop("meta", None)
+    _check_keys(data, path.name)
     return flatten(data)
+
+
+def _check_keys(data: dict[Any, Any], name: str, prefix: str = "") -> None:
+    for key, value in data.items():
+        if not isinstance(key, str) or not key or "=" in key:
+            raise ConfigError(f"--config: {name} has a key that is not a knob name: "
+                              f"{prefix}{key!r}")
+        if isinstance(value, dict):
+            _check_keys(value, name, f"{prefix}{key}.")

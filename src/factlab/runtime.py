@@ -1,7 +1,18 @@
-"""Seeding, device selection and progress bars: the few process-wide concerns."""
+"""Seeding, threads, device selection and progress bars: the few process-wide concerns.
+
+Thread policy (docs/reliability.md): every run picks its intra-op thread count once, before it
+starts, and records it in config.json's meta. The default is one thread: the models here are
+small, a second thread gains nothing on them and loses a great deal when other processes share
+the cores (a tiny run took 120 s with the default threads on a loaded 2-core machine, 2.5 s
+with one). Only a config whose largest implied matrix has at least `MANY_THREADS_AT` elements
+gets up to four threads; `FACTLAB_THREADS=N` (or `factlab run --threads N`) overrides. With
+the count fixed and OpenMP/MKL dynamic threading off, a run's numbers do not depend on the load
+of the machine: the same config, seed and thread count give the same bytes.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -14,8 +25,38 @@ import numpy as np
 import torch
 
 from factlab.config import ConfigError
+from factlab.knobs import largest_matrix
 
 T = TypeVar("T")
+
+
+MANY_THREADS_AT = 2**22  # elements of the largest matrix: below it, one thread is fastest
+# read by OpenMP/MKL when they start: no load-dependent shrinking of the thread team
+DETERMINISTIC_ENV = {"OMP_DYNAMIC": "FALSE", "MKL_DYNAMIC": "FALSE"}
+
+
+def choose_threads(cfg: Any = None) -> int:
+    """The intra-op thread count for a run of `cfg` (module docstring)."""
+    flag = os.environ.get("FACTLAB_THREADS", "").strip()
+    if flag:
+        if not flag.isdigit() or int(flag) < 1:
+            raise ConfigError(f"FACTLAB_THREADS: expected a whole number >= 1, got {flag!r}")
+        return int(flag)
+    if cfg is None:
+        return 1
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return min(4, cores or 1) if largest_matrix(cfg) >= MANY_THREADS_AT else 1
+
+
+def configure_threads(n: int) -> int:
+    """Fix torch (and child processes) to `n` intra-op threads, one inter-op; return n."""
+    for key, value in DETERMINISTIC_ENV.items():
+        os.environ.setdefault(key, value)
+    torch.set_num_threads(n)
+    # only settable before the first parallel op; a later call keeps the first setting
+    with contextlib.suppress(RuntimeError):
+        torch.set_num_interop_threads(1)
+    return n
 
 
 def set_seed(seed: int) -> torch.Generator:
@@ -44,9 +85,19 @@ def resolve_device(name: str) -> torch.device:
 
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"device: {name!r} requested but CUDA is not available here")
-    return torch.device(name)
+    if name.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise ConfigError(f"device: {name!r} requested but CUDA is not available here")
+        index = int(name.partition(":")[2] or 0)
+        if index >= torch.cuda.device_count():
+            raise ConfigError(f"device: {name!r} requested but this machine has "
+                              f"{torch.cuda.device_count()} CUDA device(s)")
+    if name == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError("device: 'mps' requested but MPS is not available here")
+    try:
+        return torch.device(name)
+    except RuntimeError as err:
+        raise ConfigError(f"device: {name!r} is not a device torch knows ({err})") from None
 
 
 def progress_enabled() -> bool:

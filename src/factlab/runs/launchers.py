@@ -2,7 +2,7 @@
 
 Every launcher has one method, `run(fn, tasks)`, that calls the module-level function `fn` once
 per task (a JSON-able dict) and yields `(task, result)` pairs as they finish, in any order. `fn`
-writes the run directory itself (specs/ecosystem.md §8), so every launcher produces the same
+writes the run directory itself, so every launcher produces the same
 files and the same table. A task whose worker died yields a result `{"status": "error", ...}`
 instead of an exception, so one lost cell never stops the others.
 
@@ -29,8 +29,7 @@ import traceback
 from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
 from typing import Any
-from factlab.config import ConfigError
-from factlab.config import ConfigError
+
 from factlab.config import ConfigError
 
 Task = dict[str, Any]
@@ -303,9 +302,12 @@ def make_launcher(name: str, workers: int | None = None, **options: Any) -> Any:
     classes = {"serial": SerialLauncher, "local": LocalLauncher, "ray": RayLauncher,
                "submitit": SubmititLauncher}
     if name not in classes:
-
         raise ConfigError(f"--launcher: unknown launcher {name!r}; "
                           f"available: {', '.join(LAUNCHERS)}")
+    if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int)
+                                or workers < 1):
+        raise ConfigError(f"--workers: must be a whole number >= 1 (omit it for one per core), "
+                          f"got {workers!r}")
     return classes[name](workers=workers, **options)
 
 

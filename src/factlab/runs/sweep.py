@@ -16,8 +16,9 @@ A tuple-typed field given a bare comma list therefore expands into one-element t
 `d=8,11` is two cells with `d=(8,)` and `d=(11,)`.
 
 Every cell is an ordinary run in `<out>/<run_id>` (run_experiment writes config.json,
-metrics.jsonl and, last, summary.json). Resuming is skipping: a cell whose directory holds
-summary.json is never run again; any other cell is (re)run from scratch. A cell that raises
+metrics.jsonl and, last, summary.json). Resuming is skipping: a cell whose directory holds a
+summary.json that parses is never run again; any other cell (a torn summary included) is
+(re)run from scratch. A cell that raises
 writes `error.json` and the others go on. After the launcher finishes (also after Ctrl-C) the
 table `<out>/results.csv` (and `results.parquet` when pyarrow is installed) is rebuilt from
 the run directories through a temporary file and a rename, so it is never torn and has exactly
@@ -33,6 +34,7 @@ import hashlib
 import importlib
 import itertools
 import json
+import os
 import re
 import time
 from collections.abc import Iterable, Sequence
@@ -41,15 +43,14 @@ from typing import Any
 
 from factlab.config import ConfigError, parse_override_args, to_dict
 from factlab.experiments import REGISTRY, get_experiment
-from factlab.experiments.base import run_experiment
+from factlab.experiments.base import Experiment, run_experiment
 from factlab.report.trend import draw_trend
 from factlab.runs.launchers import format_exception, make_launcher
-from factlab.store.run_dir import run_id, write_json_atomic
+from factlab.store.run_dir import run_id, summary_ok, write_json_atomic
 from factlab.store.table import (  # re-exported: the table API lives in store.table
     ERROR,
     LONG,
     MANIFEST,
-    SUMMARY,
     TABLE,
     collect_rows,
     read_table,
@@ -59,6 +60,8 @@ from factlab.store.table import (  # re-exported: the table API lives in store.t
 __all__ = ["LONG", "TABLE", "collect_rows", "draw_trend", "read_table", "write_table"]
 
 _RANGE = re.compile(r"^(-?\d+):(-?\d+)(?::(\d+))?$")
+MAX_AXIS = 10_000  # values of one axis (or seeds); a larger grid is a typo, not a plan
+USER_MODULES = "FACTLAB_ALLOW_MODULES"  # =1: `sweep module:attr` may import a user module
 
 
 # ---------------------------------------------------------------------------------------------
@@ -66,27 +69,44 @@ _RANGE = re.compile(r"^(-?\d+):(-?\d+)(?::(\d+))?$")
 
 
 def split_top_level(text: str) -> list[str]:
-    """Split on commas outside brackets: "[8,11],[16,22]" -> ["[8,11]", "[16,22]"]."""
+    """Split on commas outside brackets: "[8,11],[16,22]" -> ["[8,11]", "[16,22]"].
+
+    Strict: brackets must balance, not nest, and wrap a whole item (`[8,11` or `8]` or
+    `[8]x` is a `ConfigError`, not a guess).
+    """
     items, depth, current = [], 0, []
     for ch in text:
         if ch in "[(":
             depth += 1
         elif ch in "])":
             depth -= 1
+        if depth < 0 or depth > 1:
+            raise ConfigError(f"unbalanced or nested brackets in {text!r}; write one tuple "
+                              "value as [8,11], several as [8,11],[16,22]")
         if ch == "," and depth == 0:
             items.append("".join(current))
             current = []
         else:
             current.append(ch)
+    if depth:
+        raise ConfigError(f"unbalanced brackets in {text!r}; write one tuple value as [8,11]")
     items.append("".join(current))
-    return [i.strip() for i in items]
+    items = [i.strip() for i in items]
+    for item in items:
+        if any(c in item for c in "[]()") and not (item[:1] in "[(" and item[-1:] in "])"):
+            raise ConfigError(f"brackets must wrap a whole value, got {item!r} in {text!r}")
+    return items
 
 
 def parse_axis(key: str, raw: str) -> list[str]:
     """The values of one `key=raw` argument as strings (parsed by the config later)."""
 
     values: list[str] = []
-    for item in split_top_level(raw):
+    try:
+        items = split_top_level(raw)
+    except ConfigError as err:
+        raise ConfigError(f"{key}: {err}") from None
+    for item in items:
         if not item:
             raise ConfigError(f"{key}: empty value in {raw!r}")
         match = _RANGE.match(item)
@@ -95,6 +115,8 @@ def parse_axis(key: str, raw: str) -> list[str]:
             if step < 1 or hi < lo:
                 raise ConfigError(f"{key}: bad range {item!r}; use lo:hi or lo:hi:step "
                                   "with lo <= hi and step >= 1 (both ends included)")
+            if (hi - lo) // step + 1 > MAX_AXIS:
+                raise ConfigError(f"{key}: range {item!r} has more than {MAX_AXIS} values")
             values += [str(v) for v in range(lo, hi + 1, step)]
         else:
             values.append(item)
@@ -112,7 +134,9 @@ def parse_seeds(text: str) -> list[int]:
             raise ConfigError(f"--seeds: expected e.g. 0-4 or 0,1,5, got {text!r}")
         lo = int(match[1])
         hi = int(match[2]) if match[2] is not None else lo
-        seeds += [s for s in range(lo, hi + 1) if s not in seeds]
+        if hi - lo + 1 > MAX_AXIS:
+            raise ConfigError(f"--seeds: {part!r} has more than {MAX_AXIS} seeds")
+        seeds += [s for s in range(lo, hi + 1) if s not in set(seeds)]
     return seeds
 
 
@@ -147,12 +171,25 @@ class Sweep:
 
 
 def load_experiment(target: str) -> Any:
-    """A registered experiment by name, or any `Experiment` object by "module:attribute"."""
+    """A registered experiment by name; an `Experiment` by "module:attribute" only on opt-in.
+
+    Importing a module runs its code, so a sweep runs registered experiments unless the user
+    sets FACTLAB_ALLOW_MODULES=1 (docs/reliability.md); the object must be an `Experiment`.
+    """
 
     if target in REGISTRY or ":" not in target:
         return get_experiment(target)
+    if os.environ.get(USER_MODULES) != "1":
+        raise ConfigError(f"unknown experiment {target!r}; a sweep runs registered experiments "
+                          f"(factlab list); set {USER_MODULES}=1 to import a module:attribute")
     module, attr = target.split(":", 1)
-    return getattr(importlib.import_module(module), attr)
+    try:
+        exp = getattr(importlib.import_module(module), attr)
+    except (ImportError, AttributeError) as err:
+        raise ConfigError(f"cannot load experiment {target!r}: {err}") from None
+    if not isinstance(exp, Experiment):
+        raise ConfigError(f"{target!r} is a {type(exp).__name__}, not a factlab Experiment")
+    return exp
 
 
 def plan_sweep(target: str, args: Sequence[str] = (), seeds: str | Sequence[int] | None = None,
@@ -175,6 +212,9 @@ def plan_sweep(target: str, args: Sequence[str] = (), seeds: str | Sequence[int]
             axes[key] = values
             fixed.pop(key, None)
     if seeds is not None:
+        given = [k for k in ("seed", "seeds") if k in parse_override_args(list(args))]
+        if given:
+            raise ConfigError(f"{given[0]}= and --seeds given together; use one of them")
         seed_list = parse_seeds(seeds) if isinstance(seeds, str) else [int(s) for s in seeds]
         fixed.pop("seed", None)
         fixed.pop("seeds", None)
@@ -229,13 +269,13 @@ def run_cell(task: dict[str, Any]) -> dict[str, Any]:
     run_dir = Path(task["run_dir"])
     rid = task["run_id"]
     run_dir.mkdir(parents=True, exist_ok=True)
-    if (run_dir / SUMMARY).exists():
+    if summary_ok(run_dir):
         return {"status": "skipped", "run_id": rid}
     lock = _lock(run_dir)
     if lock is None:
         return {"status": "busy", "run_id": rid}
     try:
-        if (run_dir / SUMMARY).exists():  # finished by someone else while we waited
+        if summary_ok(run_dir):  # finished by someone else while we waited
             return {"status": "skipped", "run_id": rid}
         (run_dir / ERROR).unlink(missing_ok=True)
         try:
@@ -294,7 +334,7 @@ def run_sweep(sweep: Sweep, launcher: str = "local", workers: int | None = None,
 
     start = time.perf_counter()
     write_manifest(sweep)
-    todo = [c for c in sweep.cells if not (sweep.run_dir(c) / SUMMARY).exists()]
+    todo = [c for c in sweep.cells if not summary_ok(sweep.run_dir(c))]  # torn: rerun
     if launcher == "submitit":
         launcher_options.setdefault("folder", sweep.out / ".submitit")
     runner = make_launcher(launcher, workers, **launcher_options)
@@ -329,6 +369,25 @@ def summarize(result: SweepResult) -> Iterable[str]:
         yield f"figure: {result.figure}"
     if result.counts.get("error"):
         yield "failed cells keep their traceback in <run_dir>/error.json; rerun to retry them"
+
+
+def check_metrics(sweep_dir: str | Path, metrics: Sequence[str]) -> list[str]:
+    """The `--metric` names as table columns; an unknown one is a `ConfigError` listing the
+    known ones (a metric `acc` may be written without its `metrics.` prefix)."""
+    sweep_dir = Path(sweep_dir)
+    rows = read_table(sweep_dir / TABLE) if (sweep_dir / TABLE).exists() else []
+    known = {k for r in rows for k in r}
+    if (sweep_dir / LONG).exists():
+        known |= {f"metrics.{r['metric']}" for r in read_table(sweep_dir / LONG) if "metric" in r}
+    out = []
+    for metric in metrics:
+        name = metric if metric in known else f"metrics.{metric}"
+        if name not in known:
+            shown = ", ".join(sorted(k for k in known if k.startswith("metrics."))[:12])
+            raise ConfigError(f"--metric: unknown metric {metric!r}; the table has: "
+                              f"{shown or 'no metrics yet'}")
+        out.append(name)
+    return out
 
 
 def sweep_hash(sweep: Sweep) -> str:

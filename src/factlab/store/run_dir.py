@@ -1,15 +1,21 @@
 """The run directory: resolved config, metrics JSONL, summary, figures and checkpoints.
 
-Layout (see specs/ecosystem.md §4)::
+Layout::
 
-    <run_dir>/config.json            resolved config + meta (factlab version, git SHA)
+    <run_dir>/config.json            resolved config + meta (factlab version, git SHA, threads)
     <run_dir>/metrics.jsonl          one JSON object per evaluation, flushed on write
-    <run_dir>/summary.json           verdict and final metrics; its presence means "done"
+    <run_dir>/summary.json           verdict and final metrics; "done" iff it parses
+    <run_dir>/failed.json            the one-line error of a run that stopped (no summary)
+    <run_dir>/.writer.lock           held by the one process writing the run
     <run_dir>/*.png, *.pdf           figures
     <run_dir>/<name>.safetensors     checkpoints (never pickles)
 
 Writes of JSON documents go through a temporary file and a rename, so a killed process never
-leaves a torn `config.json` or `summary.json`.
+leaves a torn `config.json` or `summary.json`. One writer per directory: `RunStore.start` takes
+an exclusive lock that a second `factlab run` into the same directory cannot get (it refuses
+with one line, `RunBusyError`); the lock is released by `write_summary`, `fail`, or the death
+of the process. Non-finite floats are stored as null (NaN) or the strings "inf" / "-inf",
+which the config parser reads back as floats.
 """
 
 from __future__ import annotations
@@ -25,7 +31,25 @@ from typing import Any
 
 import torch
 
+from factlab.config import ConfigError
 from factlab.version import __version__
+
+LOCK = ".writer.lock"
+
+
+class RunBusyError(RuntimeError):
+    """Another live process is writing this run directory (exit code 1: the environment)."""
+
+
+def summary_ok(run_dir: str | Path) -> bool:
+    """A run is done exactly when its summary.json exists and parses as a JSON object.
+
+    A torn or truncated summary (a full disk, a hand edit) is not done: resume reruns the run.
+    """
+    try:
+        return isinstance(json.loads((Path(run_dir) / "summary.json").read_text()), dict)
+    except (OSError, ValueError):
+        return False
 
 
 def run_id(config: dict[str, Any]) -> str:
@@ -49,8 +73,12 @@ def git_sha() -> str | None:
 def write_json_atomic(path: Path, data: Any) -> None:
     """Write JSON to `path` via a temporary file and an atomic rename."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(_jsonable(data), indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, path)
+    try:
+        tmp.write_text(json.dumps(_jsonable(data), indent=2, sort_keys=True,
+                                  allow_nan=False) + "\n")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)  # a full disk must not leave a half-written temporary
 
 
 def _jsonable(value: Any) -> Any:
@@ -63,7 +91,7 @@ def _jsonable(value: Any) -> Any:
     if hasattr(value, "item") and callable(value.item):  # numpy scalars
         return _jsonable(value.item())
     if isinstance(value, float) and not math.isfinite(value):
-        return None if math.isnan(value) else (1e308 if value > 0 else -1e308)
+        return None if math.isnan(value) else ("inf" if value > 0 else "-inf")
     return value
 
 
@@ -72,8 +100,11 @@ class RunStore:
 
     def __init__(self, root: str | Path):
         self.root = Path(root)
+        if self.root.exists() and not self.root.is_dir():
+            raise ConfigError(f"--out: {str(self.root)!r} is a file, not a run directory")
         self.root.mkdir(parents=True, exist_ok=True)
         self._metrics = None
+        self._lock: Any = None
 
     @property
     def config_path(self) -> Path:
@@ -87,19 +118,58 @@ class RunStore:
     def summary_path(self) -> Path:
         return self.root / "summary.json"
 
-    def is_done(self) -> bool:
-        """A run is finished exactly when its summary exists."""
-        return self.summary_path.exists()
+    @property
+    def failed_path(self) -> Path:
+        return self.root / "failed.json"
 
-    def start(self, experiment: str, config: dict[str, Any]) -> None:
-        """Write config.json and truncate metrics.jsonl for a fresh run."""
+    def is_done(self) -> bool:
+        """A run is finished exactly when its summary exists and parses (`summary_ok`)."""
+        return summary_ok(self.root)
+
+    def acquire(self) -> None:
+        """Take the directory's writer lock, or raise `RunBusyError` (one line) if it is held."""
+        if self._lock is not None:
+            return
+        try:
+            import fcntl
+        except ImportError:  # Windows: no cross-process guard
+            return
+        fh = open(self.root / LOCK, "w")
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            fh.close()
+            raise RunBusyError(f"{self.root} is being written by another factlab process; "
+                               "wait for it or choose another --out") from None
+        self._lock = fh
+
+    def release(self) -> None:
+        """Release the writer lock (a no-op when not held)."""
+        if self._lock is not None:
+            self._lock.close()
+            self._lock = None
+
+    def start(self, experiment: str, config: dict[str, Any],
+              meta: dict[str, Any] | None = None) -> None:
+        """Take the writer lock, write config.json and truncate metrics.jsonl for a fresh run.
+
+        `meta` adds run facts that are not knobs (e.g. the thread count) to config.json's meta.
+        """
+        self.acquire()
         meta = {"factlab_version": __version__, "git_sha": git_sha(),
-                "run_id": run_id(config), "torch_version": torch.__version__}
+                "run_id": run_id(config), "torch_version": torch.__version__, **(meta or {})}
         write_json_atomic(self.config_path, {"experiment": experiment, **config, "meta": meta})
         self.close()
         self.metrics_path.write_text("")
-        if self.summary_path.exists():
-            self.summary_path.unlink()
+        self.summary_path.unlink(missing_ok=True)
+        self.failed_path.unlink(missing_ok=True)
+
+    def fail(self, message: str) -> None:
+        """Mark the run failed: failed.json with the one-line error, no summary; unlock."""
+        self.close()
+        self.summary_path.unlink(missing_ok=True)
+        write_json_atomic(self.failed_path, {"status": "failed", "error": message})
+        self.release()
 
     def log(self, record: dict[str, Any]) -> None:
         """Append one metrics record (a flat dict with 'step' and 'split') and flush it."""
@@ -118,6 +188,8 @@ class RunStore:
         """Write summary.json last: its presence marks the run as complete."""
         self.close()
         write_json_atomic(self.summary_path, summary)
+        self.failed_path.unlink(missing_ok=True)
+        self.release()
 
     def read_config(self) -> dict[str, Any]:
         """The stored config.json."""

@@ -9,9 +9,11 @@ exactly the trajectory of its own `factlab.train.train` run; only the float roun
 batched kernels differs. The rest of `train`'s contract is reproduced per member: evaluation
 at step 0, every `eval_every` steps and at the end, early stop at `target_acc` (a finished
 member's result is frozen; it keeps stepping with the others, harmlessly), the divergence
-guard, and gradient clipping (per member, not over the stack).
+guard (any live member's non-finite loss, gradient or metric raises `DivergenceError`: the
+run stops, as one member's `train` would), and gradient clipping (per member, not over the
+stack).
 
-vmap pays off only while per-step overhead dominates (specs/ecosystem.md §7: 3-4x for
+vmap pays off only while per-step overhead dominates (measured 3-4x for
 d = 32 models, a loss once one model's matmuls fill the cores). `benchmarks/bench_ensemble.py`
 measures it on the capacity-memory probes, where it is used: `train_memories_ensemble` trains
 the probes of several seeds at the same (n, d) at once, and `capacity_rows_lockstep` runs the
@@ -20,14 +22,22 @@ bisections of all seeds of a width in lockstep, grouping their probes by n.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
 from torch import nn
 
-from factlab.train.loop import DivergenceError, TrainConfig, TrainResult, lr_factor, make_optimizer
+from factlab.train.loop import (
+    DivergenceError,
+    TrainConfig,
+    TrainResult,
+    check_finite_grads,
+    check_finite_loss,
+    check_finite_metrics,
+    lr_factor,
+    make_optimizer,
+)
 
 __all__ = [
     "DivergenceError",
@@ -108,6 +118,7 @@ def train_ensemble(
             if results[i] is not None:
                 continue
             metrics = {k: float(v[i]) for k, v in values.items()}
+            check_finite_metrics(metrics, step, cfg)
             if eval_fn is None and losses is not None:
                 metrics = {"loss": losses[i]}
             if losses is not None:
@@ -129,20 +140,16 @@ def train_ensemble(
             group["lr"] = base * factor
         losses = loss_fn(step)
         values = losses.detach().cpu().tolist()
-        bad = [i for i, v in enumerate(values) if results[i] is None
-               and (not math.isfinite(v) or v > cfg.max_loss)]
-        if bad:
-            evaluate(step, values, bad)  # as `train` does before giving up on a member
-            for i in bad:
-                message = (f"training diverged at step {step} (loss={values[i]:.4g}); "
-                           f"try a smaller train.lr than {cfg.lr:g}")
-                results[i] = TrainResult(step, "diverged", last[i], best[i], message)
+        for i, v in enumerate(values):
+            if results[i] is None:
+                check_finite_loss(v, step, cfg)
         live = torch.tensor([r is None for r in results], device=losses.device)
         opt.zero_grad(set_to_none=True)
         torch.where(live, losses, torch.zeros_like(losses)).sum().backward()
         for p in params:  # finished or diverged members must not spread NaNs into Adam state
             if p.grad is not None:
                 p.grad.masked_fill_(~live.view(-1, *([1] * (p.dim() - 1))), 0.0)
+        check_finite_grads(params, step, cfg)  # finished members' gradients are zeros
         if cfg.grad_clip > 0:
             _clip_per_member(params, cfg.grad_clip)
         opt.step()

@@ -5,6 +5,11 @@ at a target metric and the divergence guard. What it trains on is given by two c
 `loss_fn(step) -> loss` that samples a batch and returns a scalar loss, and an optional
 `eval_fn() -> dict` of metrics. Everything is seeded by the caller; the loop itself draws no
 randomness, so a run is a pure function of its config.
+
+The divergence guard lives here so that no experiment can skip it: a non-finite loss (or one
+above `max_loss`), a non-finite gradient norm, or a non-finite evaluation metric raises
+`DivergenceError` at once, naming the step and the learning rate to lower. The command line
+turns it into one line and exit code 1, and the run directory gets no summary.json.
 """
 
 from __future__ import annotations
@@ -12,11 +17,11 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Callable, Iterable
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 
-from factlab.config import require
+from factlab.config import allow_inf, require
 from factlab.runtime import progress
 
 
@@ -39,7 +44,7 @@ class TrainConfig:
     eval_every: int = 100
     target_acc: float = 0.0  # stop once the eval metric "acc" reaches this; 0 = never
     grad_clip: float = 0.0  # max gradient norm; 0 = off
-    max_loss: float = 1e4  # a loss above this (or NaN/inf) stops training as diverged
+    max_loss: float = allow_inf(1e4)  # a loss above this (or NaN/inf) stops the run; inf = off
     patience: int = 0  # stop after this many evaluations without improving `monitor`; 0 = off
     monitor: str = "loss"  # eval metric watched by `patience` (e.g. a validation loss)
     monitor_mode: Literal["min", "max"] = "min"
@@ -60,12 +65,44 @@ class TrainConfig:
         require(self.weight_decay >= 0, "weight_decay", "must be >= 0")
         require(0 <= self.target_acc <= 1, "target_acc", "must be in [0, 1]")
         require(self.grad_clip >= 0, "grad_clip", "must be >= 0")
+        require(self.max_loss > 0, "max_loss", f"must be > 0 (inf = never), got {self.max_loss}")
         require(self.patience >= 0, "patience", "must be >= 0 (0 = off)")
         require(self.min_delta >= 0, "min_delta", "must be >= 0")
 
 
 class DivergenceError(RuntimeError):
-    """Training produced a non-finite or exploding loss."""
+    """Training produced a non-finite or exploding loss, gradient or metric.
+
+    `step` is the optimizer step, `lr` the base learning rate of the stage that diverged (the
+    command line names the config key holding it), `what` the quantity that went bad.
+    """
+
+    def __init__(self, step: int, what: str, lr: float):
+        self.step, self.what, self.lr = step, what, lr
+        super().__init__(f"training diverged at step {step} ({what}); lower the learning rate "
+                         f"(lr={lr:g})")
+
+
+def check_finite_loss(loss: float, step: int, cfg: TrainConfig, lr: float | None = None) -> None:
+    """Raise `DivergenceError` for a non-finite loss or one above `cfg.max_loss`."""
+    if not math.isfinite(loss) or loss > cfg.max_loss:
+        raise DivergenceError(step, f"loss={loss:.4g}", cfg.lr if lr is None else lr)
+
+
+def check_finite_grads(params: list[torch.Tensor], step: int, cfg: TrainConfig) -> None:
+    """Raise `DivergenceError` when the gradient norm over `params` is not finite."""
+    grads = [p.grad for p in params if p.grad is not None]
+    if grads and not math.isfinite(float(torch.nn.utils.get_total_norm(grads))):
+        raise DivergenceError(step, "gradient norm is not finite", cfg.lr)
+
+
+def check_finite_metrics(metrics: dict[str, Any], step: int, cfg: TrainConfig) -> None:
+    """Raise `DivergenceError` when a numeric evaluation metric is NaN or infinite."""
+    for key, value in metrics.items():
+        if isinstance(value, torch.Tensor) and value.numel() == 1:
+            value = float(value)
+        if isinstance(value, float) and not math.isfinite(value):
+            raise DivergenceError(step, f"eval metric {key}={value}", cfg.lr)
 
 
 @dataclasses.dataclass
@@ -87,9 +124,7 @@ class TrainResult:
         return self.stop_reason == "diverged"
 
     def raise_if_diverged(self) -> None:
-        """Turn a divergence into a `DivergenceError` carrying the one-line message."""
-        if self.diverged:
-            raise DivergenceError(self.message)
+        """Kept for callers written before the loop raised itself: now a no-op."""
 
 
 class EpochBatches:
@@ -181,6 +216,7 @@ def train(
             metrics = {} if train_loss is None else {"loss": train_loss}
         else:
             metrics = dict(eval_fn())
+        check_finite_metrics(metrics, step, cfg)
         if train_loss is not None:
             metrics.setdefault("train_loss", train_loss)
         last = metrics
@@ -207,15 +243,15 @@ def train(
             group["lr"] = base * factor
         loss = loss_fn(step)
         loss_value = float(loss.detach())
-        if not math.isfinite(loss_value) or loss_value > cfg.max_loss:
-            message = (f"training diverged at step {step} (loss={loss_value:.4g}); "
-                       f"try a smaller train.lr than {cfg.lr:g}")
-            evaluate(step, loss_value)
-            return TrainResult(step, "diverged", last, best, message)
+        check_finite_loss(loss_value, step, cfg)
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        if cfg.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+        if cfg.grad_clip > 0:  # the clip computes the norm anyway; a non-finite one diverged
+            norm = float(torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip))
+            if not math.isfinite(norm):
+                raise DivergenceError(step, "gradient norm is not finite", cfg.lr)
+        else:
+            check_finite_grads(params, step, cfg)
         opt.step()
         done = step + 1
         at_eval = done % cfg.eval_every == 0 or done == cfg.steps
