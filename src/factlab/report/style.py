@@ -10,12 +10,14 @@ number, so every figure shows what its verdict read.
 from __future__ import annotations
 
 import contextlib
+import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import matplotlib
 
-matplotlib.use("Agg")  # figures are files; never open a window
+if "ipykernel" not in sys.modules:  # figures are files; never open a window (a notebook
+    matplotlib.use("Agg")            # keeps its inline backend, or its plots would vanish)
 import matplotlib.pyplot as plt
 import numpy as np
 
