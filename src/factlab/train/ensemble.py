@@ -13,11 +13,12 @@ guard (any live member's non-finite loss, gradient or metric raises `DivergenceE
 run stops, as one member's `train` would), and gradient clipping (per member, not over the
 stack).
 
-vmap pays off only while per-step overhead dominates (measured 3-4x for
-d = 32 models, a loss once one model's matmuls fill the cores). `benchmarks/bench_ensemble.py`
-measures it on the capacity-memory probes, where it is used: `train_memories_ensemble` trains
-the probes of several seeds at the same (n, d) at once, and `capacity_rows_lockstep` runs the
-bisections of all seeds of a width in lockstep, grouping their probes by n.
+vmap pays off only while per-step overhead dominates (measured 3-4x for d = 32 models, a loss
+once one model's matmuls fill the cores). `benchmarks/bench_ensemble.py` measures it on the
+capacity-memory probes, where it is used (`factlab.pipelines.capacity_search`):
+`train_probes_ensemble` trains the probes of several seeds at the same (n, d) at once, and
+`search_lockstep` runs the bisections of all seeds of a width in lockstep, grouping their probes
+by n. `train.recipes.train_sequential` stacks the seeds of the sequential-learning run.
 """
 
 from __future__ import annotations
@@ -161,11 +162,11 @@ def train_ensemble(
 
 
 # ---------------------------------------------------------------------------------------------
-# capacity-memory probes (experiments/capacity.py)
+# capacity-memory probes (factlab.pipelines.capacity_search)
 
 
 class StackedMemory:
-    """N linear or MLP memories (models/memory.py) evaluated on all their inputs at once.
+    """N linear or MLP memories (`factlab.models.memories`) evaluated on all their inputs at once.
 
     A hand-batched forward (bmm over the member dimension): for these d <= 32 memories the
     generic `vmap(functional_call)` costs more Python per step than the whole model.
