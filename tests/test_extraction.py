@@ -1,4 +1,5 @@
-"""Knowledge acquisition and extraction: corpus invariants, LoRA, probes, a small pipeline."""
+"""Knowledge acquisition and extraction: corpus invariants, LoRA, probes, the verdict functions
+on planted records (each must hold, fail and be inconclusive), a small pipeline."""
 
 from __future__ import annotations
 
@@ -8,8 +9,15 @@ import numpy as np
 import pytest
 import torch
 
+from factlab.analysis.extraction_stats import log_error_fit, relation_gap_null
+from factlab.analysis.seeds import mean_records
+from factlab.analysis.selection import best_on_validation
 from factlab.analysis.stats import spearman
 from factlab.config import ConfigError
+from factlab.experiments import extraction as E
+from factlab.experiments import extraction_lora as EL
+from factlab.experiments import extraction_training as ETR
+from factlab.experiments import extraction_trends as ET
 from factlab.experiments import get_experiment
 from factlab.models.lora import add_lora, lora_parameters, merge_lora
 from factlab.models.one_layer import OneLayerConfig, OneLayerTransformer
@@ -56,8 +64,12 @@ def test_held_out_subjects_never_fine_tuned_and_coverage_is_as_asked():
         corpus = build_corpus(cfg, seed=2)
         ft = corpus.finetune
         assert not torch.isin(ft[:, 0], corpus.test_subjects).any()
+        assert not torch.isin(ft[:, 0], corpus.val_subjects).any()
         assert torch.isin(ft[:, 0], corpus.train_subjects).all()
-        assert len(set(corpus.train_subjects.tolist()) & set(corpus.test_subjects.tolist())) == 0
+        splits = [set(x.tolist()) for x in (corpus.train_subjects, corpus.val_subjects,
+                                             corpus.test_subjects)]
+        assert not (splits[0] & splits[1] or splits[0] & splits[2] or splits[1] & splits[2])
+        assert sum(len(x) for x in splits) == SMALL.n_subjects and all(splits)
         expected = round(c * SMALL.universe) if mode == "random" else \
             round(c * SMALL.n_relations) * SMALL.n_templates
         assert int(corpus.covered.sum()) == expected
@@ -141,7 +153,7 @@ def test_lora_col_layout_matches_linear_convention(gen):
 # ----------------------------------------------------------------------------- probes
 
 
-def test_probes_on_planted_patterns():
+def test_probes_on_planted_patterns(gen):
     pattern = torch.zeros(2, 1, 1, 4)
     pattern[:, 0, 0, 1] = 0.7
     pattern[:, 0, 0, 3] = 0.3
@@ -154,12 +166,26 @@ def test_probes_on_planted_patterns():
     labels = torch.tensor([0, 0, 1])
     assert P.hallucination_rate(logits, labels, 0.9) == pytest.approx(1 / 3)  # row 2 only
     x = np.linspace(0, 3, 8)
-    fit = P.fit_log_error(x, 1 - 0.5 * np.exp(-1.5 * x))
+    fit = log_error_fit(x, 1 - 0.5 * np.exp(-1.5 * x))
     assert fit["b"] == pytest.approx(1.5, rel=1e-6) and fit["r2"] == pytest.approx(1.0)
     assert spearman([1, 2, 3, 4], [0.1, 0.3, 0.2, 0.9]) == pytest.approx(0.8)
     vecs = torch.randn(3, 1, 16) + 0.05 * torch.randn(3, 4, 16)  # a shared direction per rel
     cos = P.relation_direction_cosine(vecs)
     assert cos["within"] > 0.9 > abs(cos["across"]) + 0.5
+    null = relation_gap_null(vecs, torch.Generator().manual_seed(0), n_perm=200)
+    assert cos["within"] - cos["across"] > null  # the shared direction beats relabelling
+    assert relation_gap_null(torch.randn(3, 4, 16, generator=gen), gen, n_perm=200) < 0.5
+    null99 = P.random_cosine_null(64, gen)
+    assert 0.2 < null99 < 0.45  # |cos| of random directions in R^64: sd 1/8, q99 ~ 2.6 sd
+
+
+def test_validation_choice_takes_the_best_and_the_first_on_ties():
+    assert best_on_validation({1e-4: 0.5, 3e-4: 0.7, 1e-3: 0.7}) == 3e-4
+    assert best_on_validation({1e-4: float("nan"), 3e-4: 0.1}) == 3e-4
+    rows = [{"seed": s, "K": k, "test_acc": 0.1 * k + 0.01 * s, "flag": s == 2}
+            for s in range(3) for k in (1, 2)]
+    means = {r["K"]: r for r in mean_records(rows, ("K",))}
+    assert means[2]["test_acc"] == pytest.approx(0.21) and means[1]["flag"] is True
 
 
 # ----------------------------------------------------------------------------- pipeline
@@ -167,14 +193,16 @@ def test_probes_on_planted_patterns():
 
 def test_small_pipeline_extracts_held_out_facts_at_full_coverage():
     exp = get_experiment("extraction")
-    cfg = exp.make_config({"pretrain.eval_every": 250, "finetune.eval_every": 500,
-                           "corpus.n_subjects": 120, "corpus.coverage": 1.0})
+    cfg = exp.make_config({"scale": "quick", "corpus.n_subjects": 120, "finetune_lrs": "3e-4,3e-3",
+                           "finetune.eval_every": 100})
     out = run_pipeline(cfg, seed=0, device=torch.device("cpu"))
     chance = 1 / cfg.corpus.n_answers  # within the right answer block
     assert out["stored_acc"] >= 0.99
     assert out["test_acc"] >= max(0.5, 4 * chance)  # held-out facts, never fine-tuned
     assert out["test_acc_cov_unseen"] >= 0.4  # even templates the fact was never seen with
-    assert out["qa_train_acc"] > 0.95
+    # the lr is the validation argmax, never a test-set choice
+    assert out["lr"] == (3e-4, 3e-3)[int(np.argmax(out["val_acc_by_lr"]))]
+    assert out["val_acc"] == max(out["val_acc_by_lr"])
 
 
 def test_model_vocabulary_matches_corpus():
@@ -185,3 +213,158 @@ def test_model_vocabulary_matches_corpus():
     rows = corpus.test_rows()[:5]
     assert model(corpus.qa_tokens(rows)).shape == (5, SMALL.n_relations * SMALL.n_answers)
     assert corpus.qa_tokens(rows).max() < corpus.vocab.size
+
+
+# ----------------------------------------------------------------------------- verdicts
+# Each judge is run through the experiments' own seed rule on three planted seeds.
+
+
+def _seeds(cells: list[dict], **per_seed) -> list[dict]:
+    """Three seeds of `cells`; per_seed[key] = (v0, v1, v2) overrides a field per seed."""
+    rows = []
+    for s in range(3):
+        for c in cells:
+            rows.append({**c, "seed": s, **{k: v[s] for k, v in per_seed.items()}})
+    return rows
+
+
+BASE = {"stored_acc": 1.0, "retained_acc": 0.9, "chance_block": 0.125, "lr": 1e-3,
+        "still_improving": False, "test_acc_cov_unseen": 0.5, "pretrain_improving": False}
+
+
+def test_extraction_verdict_holds_fails_inconclusive():
+    from factlab.analysis.seeds import over_seeds
+    cell = {**BASE, "test_acc": 0.7, "test_acc_cov_seen": 0.8}
+    assert over_seeds(_seeds([cell]), E.judge_extraction, ()).state == "holds"
+    assert over_seeds(_seeds([{**cell, "test_acc": 0.3}]), E.judge_extraction, ()).state == "fails"
+    low = _seeds([cell], stored_acc=(0.9, 0.95, 1.0))
+    assert over_seeds(low, E.judge_extraction, ()).state == "inconclusive"
+    starved = _seeds([{**cell, "test_acc": 0.3, "still_improving": True}])
+    assert over_seeds(starved, E.judge_extraction, ()).state == "inconclusive"
+    split = _seeds([cell], test_acc=(0.7, 0.3, 0.3))  # mean 0.43 fails, one seed holds...
+    split2 = _seeds([cell], test_acc=(0.9, 0.9, 0.2))  # mean 0.67 holds, one seed fails: ok
+    from factlab.analysis.seeds import over_seeds as o
+    assert o(split, E.judge_extraction, ()).state == "fails"
+    assert o(split2, E.judge_extraction, ()).state == "holds"
+    mixed = _seeds([cell], test_acc=(0.9, 0.4, 0.45))  # mean 0.58 holds, 2 of 3 seeds fail
+    assert o(mixed, E.judge_extraction, ()).state == "inconclusive"
+
+
+def test_acquisition_verdict_holds_fails_inconclusive():
+    from factlab.analysis.seeds import over_seeds
+    cell = {**BASE, "mass_subject": 0.4, "mass_template": 0.3, "rel_cos_within": 0.8,
+            "rel_cos_across": 0.0, "rel_gap_null": 0.2, "uniform_mass": 0.25}
+    assert over_seeds(_seeds([cell]), E.judge_acquisition, ()).state == "holds"
+    flat = {**cell, "mass_subject": 0.15, "mass_template": 0.15}  # attention not structured
+    assert over_seeds(_seeds([flat]), E.judge_acquisition, ()).state == "fails"
+    nodir = {**cell, "rel_cos_within": 0.1}  # gap 0.1 below the null's 0.2
+    assert over_seeds(_seeds([nodir]), E.judge_acquisition, ()).state == "fails"
+    assert over_seeds(_seeds([{**cell, "stored_acc": 0.5}]), E.judge_acquisition,
+                      ()).state == "inconclusive"
+
+
+def _trend_cells(key: str, values: list, accs: list, seen: list) -> list[dict]:
+    return [{**BASE, key: v, "test_acc": a, "test_acc_cov_seen": s}
+            for v, a, s in zip(values, accs, seen)]
+
+
+@pytest.mark.parametrize("judge,key,sign", [(ET.judge_multiplicity, "K", 1),
+                                            (ET.judge_universe, "universe_size", -1)])
+def test_two_part_trend_verdicts(judge, key, sign):
+    from factlab.analysis.seeds import over_seeds
+    values = [1, 2, 4]
+    up, flat = [0.3, 0.5, 0.7], [0.6, 0.6, 0.61]
+    good = up if sign > 0 else up[::-1]
+    rows = _seeds(_trend_cells(key, values, good, good))
+    assert over_seeds(rows, judge, (key,)).state == "holds"
+    confounded = _seeds(_trend_cells(key, values, good, flat))  # overall only: composition
+    assert over_seeds(confounded, judge, (key,)).state == "fails"
+    unstored = _seeds(_trend_cells(key, values, good, good), stored_acc=(0.5, 0.5, 1.0))
+    assert over_seeds(unstored, judge, (key,)).state == "inconclusive"
+
+
+def _coverage_cells(unc: float, retained: float) -> list[dict]:
+    rnd = [{**BASE, "mode": "random", "coverage": c, "test_acc": a, "test_hallucination": 0.5}
+           for c, a in [(0.0, 0.1), (0.25, 0.4), (1.0, 0.8)]]
+    rel = [{**BASE, "mode": "relations", "coverage": c, "test_acc": 0.5,
+            "test_acc_rel_uncovered": u, "test_acc_rel_covered": 0.8, "retained_acc": retained,
+            "test_hallucination": 0.5} for c, u in [(0.25, unc), (1.0, float("nan"))]]
+    return rnd + rel
+
+
+def test_coverage_verdict_holds_fails_inconclusive():
+    from factlab.analysis.seeds import over_seeds
+    keys = ("mode", "coverage")
+    assert over_seeds(_seeds(_coverage_cells(0.05, 0.95)), ET.judge_coverage,
+                      keys).state == "holds"
+    assert over_seeds(_seeds(_coverage_cells(0.6, 0.95)), ET.judge_coverage,
+                      keys).state == "fails"  # uncovered relations are reachable
+    assert over_seeds(_seeds(_coverage_cells(0.05, 0.2)), ET.judge_coverage,
+                      keys).state == "fails"  # inaccessible because forgotten, not retained
+    assert over_seeds(_seeds(_coverage_cells(0.05, 0.95), stored_acc=(0.97, 0.97, 0.97)),
+                      ET.judge_coverage, keys).state == "inconclusive"
+
+
+def test_size_verdict_holds_fails_inconclusive():
+    from factlab.analysis.seeds import over_seeds
+    def cells(accs):
+        return [{**BASE, "setup": s, "n_finetune": n, "test_acc": a - 0.1 * i,
+                 "bound_x": n * (1 + i) / 1000}
+                for i, s in enumerate(("K=2, tau=4", "K=1, tau=4"))
+                for n, a in zip((100, 300, 1000), accs)]
+    keys = ("setup", "n_finetune")
+    v = over_seeds(_seeds(cells([0.3, 0.5, 0.7])), ET.judge_size, keys)
+    assert v.state == "holds" and np.isfinite(v.metrics["collapse_b"])
+    assert over_seeds(_seeds(cells([0.5, 0.5, 0.5])), ET.judge_size, keys).state == "fails"
+    assert over_seeds(_seeds(cells([0.3, 0.5, 0.7]), stored_acc=(0.1, 0.1, 0.1)), ET.judge_size,
+                      keys).state == "inconclusive"
+
+
+def _lora_cells(attn_acc: float, energy: float, improving: bool = False) -> list[dict]:
+    full = {**BASE, "coverage": 1.0, "variant": "full", "target": "full", "rank": 0,
+            "test_acc": 0.7, "val_acc": 0.7, "dW_QK_top_energy": energy,
+            "dW_QK_align_format": 0.8, "align_null": 0.35, "dW_in_top_energy": 0.2,
+            "dW_in_align_format": 0.2}
+    out = [full]
+    for target, acc in (("W_Q", attn_acc), ("W_in", 0.9)):
+        out.append({**BASE, "coverage": 1.0, "variant": f"{target} r=1", "target": target,
+                    "rank": 1, "test_acc": acc, "val_acc": acc, "still_improving": improving})
+    return out
+
+
+def test_lora_verdict_holds_fails_inconclusive():
+    from factlab.analysis.seeds import over_seeds
+    keys = ("coverage", "variant")
+    assert over_seeds(_seeds(_lora_cells(0.68, 0.8)), EL.judge_lora, keys).state == "holds"
+    # W_in's 0.9 does not count: the claim is about attention adapters
+    assert over_seeds(_seeds(_lora_cells(0.5, 0.8)), EL.judge_lora, keys).state == "fails"
+    assert over_seeds(_seeds(_lora_cells(0.68, 0.3)), EL.judge_lora, keys).state == "fails"
+    assert over_seeds(_seeds(_lora_cells(0.5, 0.8, improving=True)), EL.judge_lora,
+                      keys).state == "inconclusive"
+
+
+def test_attention_only_verdict_holds_fails_inconclusive():
+    from factlab.analysis.seeds import over_seeds
+    def cells(one: float, many: float, mlp: float = 1.0, improving: bool = False):
+        return [{**BASE, "variant": "mlp", "stored_acc": mlp},
+                {**BASE, "variant": "attn_1head", "stored_acc": one},
+                {**BASE, "variant": "attn_8heads", "stored_acc": many,
+                 "pretrain_improving": improving}]
+    j, keys = ETR.judge_attention_only, ("variant",)
+    assert over_seeds(_seeds(cells(0.5, 0.995)), j, keys).state == "holds"
+    assert over_seeds(_seeds(cells(0.995, 0.995)), j, keys).state == "fails"
+    assert over_seeds(_seeds(cells(0.5, 0.9)), j, keys).state == "fails"
+    assert over_seeds(_seeds(cells(0.5, 0.9, improving=True)), j, keys).state == "inconclusive"
+    assert over_seeds(_seeds(cells(0.5, 0.995, mlp=0.9)), j, keys).state == "inconclusive"
+
+
+def test_schedule_is_descriptive_and_reads_the_validation_choice():
+    rows = [{"seed": s, "phase": "pretrain", "schedule": n, "pretrain_lr": lr, "lr": 3e-4,
+             "val_acc": val, "test_acc": test, "stored_acc": 1.0, "steps_to_acquire": 500}
+            for s in range(3) for n in ("constant", "cosine")
+            for lr, val, test in ((1e-3, 0.6, 0.9), (3e-3, 0.7, 0.1))]
+    selected = ETR.select_schedules(rows)
+    assert all(r["pretrain_lr"] == 3e-3 for r in selected)  # validation, not test, decides
+    v = ETR.describe_schedules(selected)
+    assert v.state == "descriptive" and v.holds is None
+    assert get_experiment("extraction-schedule").descriptive

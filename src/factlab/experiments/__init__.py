@@ -9,12 +9,16 @@ from factlab.experiments.base import Experiment
 
 REGISTRY: dict[str, str] = {
     "extraction": "factlab.experiments.extraction:EXTRACTION",
-    "extraction-multiplicity": "factlab.experiments.extraction:EXTRACTION_MULTIPLICITY",
-    "extraction-coverage": "factlab.experiments.extraction:EXTRACTION_COVERAGE",
-    "extraction-universe": "factlab.experiments.extraction:EXTRACTION_UNIVERSE",
-    "extraction-lora": "factlab.experiments.extraction:EXTRACTION_LORA",
-    "extraction-schedule": "factlab.experiments.extraction:EXTRACTION_SCHEDULE",
-    "extraction-attention-only": "factlab.experiments.extraction:EXTRACTION_ATTENTION_ONLY",
+    "extraction-acquisition": "factlab.experiments.extraction:EXTRACTION_ACQUISITION",
+    "extraction-multiplicity":
+        "factlab.experiments.extraction_trends:EXTRACTION_MULTIPLICITY",
+    "extraction-coverage": "factlab.experiments.extraction_trends:EXTRACTION_COVERAGE",
+    "extraction-universe": "factlab.experiments.extraction_trends:EXTRACTION_UNIVERSE",
+    "extraction-size": "factlab.experiments.extraction_trends:EXTRACTION_SIZE",
+    "extraction-lora": "factlab.experiments.extraction_lora:EXTRACTION_LORA",
+    "extraction-schedule": "factlab.experiments.extraction_training:EXTRACTION_SCHEDULE",
+    "extraction-attention-only":
+        "factlab.experiments.extraction_training:EXTRACTION_ATTENTION_ONLY",
     "capacity-linear": "factlab.experiments.capacity:CAPACITY_LINEAR",
     "capacity-mlp": "factlab.experiments.capacity:CAPACITY_MLP",
     "recall-tradeoff": "factlab.experiments.tradeoff:RECALL_TRADEOFF",

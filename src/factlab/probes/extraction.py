@@ -1,14 +1,13 @@
-"""Metrics of knowledge acquisition and extraction (specs/knowledge_extraction.md §3, §6).
+"""Metrics of knowledge acquisition and extraction (arXiv 2508.00901; docs/extraction.md).
 
 Every function works on plain tensors (logits, labels, boolean masks, attention patterns,
-weight updates), never on a model class, so the HuggingFace path reuses them unchanged.
+weight updates), except `weight_snapshot`, which reads the one-layer model's named weights.
 """
 
 from __future__ import annotations
 
 import math
 
-import numpy as np
 import torch
 
 HALLUCINATION_CONFIDENCE = 0.5  # p(argmax) above which a wrong answer counts as confident
@@ -97,19 +96,54 @@ def bound_x(n_finetune: float, multiplicity: float, universe: float) -> float:
     return n_finetune * multiplicity**2 * math.log(universe) / (2 * universe**2)
 
 
-def fit_log_error(x: np.ndarray, acc: np.ndarray, min_error: float = 0.01) -> dict[str, float]:
-    """Least-squares fit log(1 - acc) = a - b x over points with error > `min_error`.
+def random_cosine_null(d: int, gen: torch.Generator, n: int = 2000, q: float = 0.99) -> float:
+    """The q-quantile of |cos(u, g)| for a fixed unit u and n Gaussian directions g in R^d.
 
-    Returns {"a", "b", "r2", "n"}; NaNs when fewer than two points qualify.
+    The null of a format alignment: what a direction unrelated to the format reaches. By
+    rotation invariance it does not depend on u, so e_1 stands in for it.
     """
-    x, err = np.asarray(x, float), 1 - np.asarray(acc, float)
-    keep = err > min_error
-    if keep.sum() < 2 or np.ptp(x[keep]) == 0:
-        return {"a": float("nan"), "b": float("nan"), "r2": float("nan"), "n": int(keep.sum())}
-    y = np.log(err[keep])
-    slope, a = np.polyfit(x[keep], y, 1)
-    pred = a + slope * x[keep]
-    ss_tot = ((y - y.mean()) ** 2).sum()
-    r2 = 1 - ((y - pred) ** 2).sum() / ss_tot if ss_tot > 0 else float("nan")
-    return {"a": float(a), "b": float(-slope), "r2": float(r2), "n": int(keep.sum())}
+    g = torch.randn(n, d, generator=gen, dtype=torch.float64)
+    cos = g[:, 0].abs() / g.norm(dim=1)
+    return float(torch.quantile(cos, q))
 
+
+def weight_snapshot(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """Detached copies of the one-layer model's effective weights (LoRA included)."""
+    attn, mlp = model.blocks[0].attn, model.blocks[0].mlp
+    out = {"W_Q": attn.W_Q, "W_K": attn.W_K, "W_V": attn.W_V, "W_O": attn.W_O}
+    if mlp is not None:
+        out.update(W_in=mlp.W_in, W_out=mlp.W_out)
+    return {k: v.detach().clone() for k, v in out.items()}
+
+
+def _spectrum_fields(prefix: str, delta: torch.Tensor, formats: dict[str, torch.Tensor],
+                     ) -> dict[str, object]:
+    spec = update_spectrum(delta)
+    out: dict[str, object] = {f"{prefix}_top_energy": spec["top_energy"],
+                              f"{prefix}_sv": [round(s, 6) for s in spec["sv"][:16]]}
+    for name, vec in formats.items():
+        out[f"{prefix}_align_{name}"] = abs_cosine(spec["u1"], vec)
+    out[f"{prefix}_align_format"] = max(out[f"{prefix}_align_{n}"] for n in formats)
+    return out
+
+
+def update_analysis(before: dict[str, torch.Tensor], after: dict[str, torch.Tensor],
+                    W_E: torch.Tensor, qfmt: int, afmt: int,
+                    gen: torch.Generator) -> dict[str, object]:
+    """Top energy σ1²/Σσ² and format alignment of the updates ΔW_QK and ΔW_in.
+
+    The input-side top singular vector u1 of each update is compared with the format
+    embeddings: for ΔW_QK (query side) with φ(QFMT) and φ(AFMT), for ΔW_in with those and
+    their W_OV images (what attention writes when it reads a format token). `align_null` is
+    the 99% quantile of the same |cos| for random directions in R^d (`random_cosine_null`).
+    """
+    phi = {"qfmt": W_E[qfmt], "afmt": W_E[afmt]}
+    qk = {k: torch.einsum("hde,hfe->df", w["W_Q"], w["W_K"]) for k, w in
+          (("b", before), ("a", after))}
+    out = _spectrum_fields("dW_QK", qk["a"] - qk["b"], phi)
+    if "W_in" in after:
+        ov = torch.einsum("hde,hef->df", after["W_V"], after["W_O"])
+        formats = {**phi, "ov_qfmt": phi["qfmt"] @ ov, "ov_afmt": phi["afmt"] @ ov}
+        out.update(_spectrum_fields("dW_in", after["W_in"] - before["W_in"], formats))
+    out["align_null"] = random_cosine_null(W_E.shape[1], gen)
+    return out

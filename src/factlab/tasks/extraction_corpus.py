@@ -1,6 +1,5 @@
-"""Synthetic pre-training corpus and Q&A fine-tuning sets of arXiv 2508.00901.
-
-specs/knowledge_extraction.md §2-§3 (a reconstruction). Facts a*(s, r) live in disjoint answer
+"""Synthetic pre-training corpus and Q&A fine-tuning sets of arXiv 2508.00901 (a reconstruction;
+docs/extraction.md says what the paper states and what is ours). Facts a*(s, r) live in disjoint answer
 blocks (a `KnowledgeBase`). Every relation r owns `n_templates` template tokens T_{r,j}; the
 relation-template universe is R = {(r, j)}, |R| = n_relations * n_templates. Each fact gets a
 fixed set J(s, r) of K templates and appears in pre-training once with each of them.
@@ -12,9 +11,10 @@ Token ids of the input vocabulary, in order:
 A pre-training sequence (s, r, j) is uniform noise over positions 0..L-2 with s and T_{r,j} at
 two distinct random positions, and ANS at L-1 (target a*(s, r)). A Q&A sequence is
 (QFMT, s, T_{r,j}, AFMT) (or QREL_r in place of the template), target a*(s, r) at AFMT. QFMT and
-AFMT never occur in pre-training. Subjects split into P_train (fine-tuned) and P_test
-(held out); fine-tuning draws `n_finetune` pairs from P_train x C, C being the covered subset
-of R.
+AFMT never occur in pre-training. Subjects split into three disjoint sets: P_train
+(fine-tuned), P_val (held out, read by lr selection and early stopping) and P_test (held out,
+read only by the verdicts); fine-tuning draws `n_finetune` pairs from P_train x C, C being the
+covered subset of R.
 """
 
 from __future__ import annotations
@@ -42,6 +42,7 @@ class CorpusConfig:
     seq_len: int = 16  # L of a pre-training sequence
     n_noise: int = 64  # noise tokens; 0 gives the short form (s, T, ANS)
     train_frac: float = 0.5  # p, fraction of subjects in P_train
+    val_frac: float = 0.25  # fraction in P_val (lr grid, early stop); the rest is P_test
     coverage: float = 1.0  # c = |C| / |R|
     coverage_mode: Literal["random", "relations"] = "random"  # random subset of R, or whole rels
     n_finetune: int = 10000  # N_f, fine-tuning sequences drawn from P_train x C
@@ -51,13 +52,15 @@ class CorpusConfig:
     def check(self) -> None:
         for key in ("n_subjects", "n_relations", "n_templates", "n_answers", "multiplicity"):
             require(getattr(self, key) >= 1, key, f"must be >= 1, got {getattr(self, key)}")
-        require(self.n_subjects >= 2, "n_subjects", "needs >= 2 to split subjects")
         require(self.multiplicity <= self.n_templates, "multiplicity",
                 f"K must be <= n_templates={self.n_templates}, got {self.multiplicity}")
         require(self.n_noise >= 0, "n_noise", f"must be >= 0, got {self.n_noise}")
         min_len = 3
         require(self.seq_len >= min_len, "seq_len", f"must be >= {min_len}, got {self.seq_len}")
         require(0 < self.train_frac < 1, "train_frac", f"must be in (0, 1), got {self.train_frac}")
+        require(0 < self.val_frac < 1 - self.train_frac, "val_frac",
+                f"must be in (0, 1 - train_frac) so that P_test is not empty, got {self.val_frac}")
+        require(self.n_subjects >= 3, "n_subjects", "needs >= 3 for train/val/test subjects")
         require(0 <= self.coverage <= 1, "coverage", f"must be in [0, 1], got {self.coverage}")
         require(self.n_finetune >= 0, "n_finetune", f"must be >= 0, got {self.n_finetune}")
 
@@ -128,7 +131,8 @@ class Corpus:
     kb: KnowledgeBase  # answers[s, r] in [0, n_rel * D)
     J: torch.Tensor  # [S, n_rel, K] template index j of each pre-training copy of a fact
     train_subjects: torch.Tensor  # P_train, sorted
-    test_subjects: torch.Tensor  # P_test, sorted
+    val_subjects: torch.Tensor  # P_val, sorted: what lr grids and early stops read
+    test_subjects: torch.Tensor  # P_test, sorted: what the verdicts read
     covered: torch.Tensor  # [n_rel, tau] bool, the set C
     finetune: torch.Tensor  # [N_f, 3] rows (s, r, j), s in P_train, (r, j) in C
 
@@ -157,10 +161,10 @@ class Corpus:
         J = self.J.to(s.device)[s, r]  # [n, K]
         return (j[:, None] == J).any(-1)
 
-    def test_rows(self) -> torch.Tensor:
-        """[n, 3] rows (s, r, j): P_test x every relation x every template."""
+    def test_rows(self, split: Literal["test", "val"] = "test") -> torch.Tensor:
+        """[n, 3] rows (s, r, j): P_test (or P_val) x every relation x every template."""
         c = self.cfg
-        s = self.test_subjects
+        s = self.test_subjects if split == "test" else self.val_subjects
         grid = torch.cartesian_prod(s, torch.arange(c.n_relations), torch.arange(c.n_templates))
         return grid.reshape(-1, 3)
 
@@ -238,12 +242,14 @@ def build_corpus(cfg: CorpusConfig, seed: int) -> Corpus:
     else:
         J = order[..., :K].contiguous()
     perm = torch.randperm(S, generator=gen)
-    n_train = min(S - 1, max(1, round(cfg.train_frac * S)))
+    n_train = min(S - 2, max(1, round(cfg.train_frac * S)))
+    n_val = min(S - n_train - 1, max(1, round(cfg.val_frac * S)))
     train_subjects = perm[:n_train].sort().values
-    test_subjects = perm[n_train:].sort().values
+    val_subjects = perm[n_train:n_train + n_val].sort().values
+    test_subjects = perm[n_train + n_val:].sort().values
     covered = _coverage_mask(cfg, gen)
     finetune = _finetune_rows(train_subjects, covered, cfg.n_finetune, gen)
-    return Corpus(cfg, kb, J, train_subjects, test_subjects, covered, finetune)
+    return Corpus(cfg, kb, J, train_subjects, val_subjects, test_subjects, covered, finetune)
 
 
 def effective_finetune_size(corpus: Corpus) -> int:
