@@ -23,6 +23,12 @@ from factlab.runtime import make_generator
 HERE = Path(__file__).resolve().parent
 
 
+@pytest.fixture(autouse=True)
+def _user_modules(monkeypatch):
+    """The toys below are `test_sweep:NAME` targets, which a sweep imports only when asked."""
+    monkeypatch.setenv("FACTLAB_ALLOW_MODULES", "1")
+
+
 # A toy experiment: instant, seeded, and failing on demand (importable by spawned workers).
 @dataclasses.dataclass
 class ToyConfig(ExperimentConfig):
@@ -50,6 +56,17 @@ def _toy_run(cfg: ToyConfig, ctx: RunContext) -> Verdict:
 
 TOY = Experiment(name="toy", claim="value grows with x", config=ToyConfig, run=_toy_run,
                  figures=lambda run_dir: [])
+
+
+def _keyed_run(cfg: ToyConfig, ctx: RunContext) -> Verdict:
+    """Metrics keyed by the value of x (as capacity keys by d) and a list metric."""
+    value = 2.0 * cfg.x + 0.1 * cfg.seed
+    return decide(value > 1, f"value = {value:.1f}; seeds: 1 holds",
+                  {"per_x": {str(cfg.x): value}, "curve": [value, value + 1], "total": value})
+
+
+KEYED = Experiment(name="keyed", claim="value grows with x", config=ToyConfig, run=_keyed_run,
+                   figures=lambda run_dir: [])
 
 
 def test_axis_syntax():
@@ -237,3 +254,30 @@ def test_generic_vmap_ensemble_matches_separate_training():
         assert results[i].steps == alone.steps == 25
         for name, p in model.named_parameters():
             assert torch.allclose(ens.member_state(i)[name], p.detach(), atol=1e-5), name
+
+
+def test_tables_are_tidy(tmp_path):
+    """results.csv: one plain value per cell (no JSON, no sparse per-value columns);
+    metrics.csv: the per-value and list metrics as (run_id, metric, key, value) rows."""
+    sweep = plan_sweep("test_sweep:KEYED", ["x=1:3", "widths=[2,3]"], seeds="0-1", out=tmp_path)
+    run_sweep(sweep, launcher="serial", quiet=True)
+    text = (tmp_path / "results.csv").read_text()
+    header = text.splitlines()[0].split(",")
+    assert not any(ch in text for ch in "[]{}\"")  # no JSON anywhere
+    assert "metrics.total" in header and not [h for h in header if h.startswith("metrics.per_x")]
+    assert not [h for h in header if h.startswith("metrics.curve")]
+    rows = read_table(tmp_path / "results.csv")
+    assert len(rows) == 6 and all(r["widths"] == [2, 3] for r in rows)  # "2;3" read back
+    assert {r["seeds"] for r in rows} == {0, 1}  # a one-item list is the item
+    assert all(r["evidence"].endswith("seeds: 1 holds") for r in rows)  # ';' text stays text
+    long = read_table(tmp_path / "metrics.csv")
+    assert list(long[0]) == ["run_id", "metric", "key", "value"]
+    per_x = [r for r in long if r["metric"] == "per_x"]
+    assert len(per_x) == 6 and {r["key"] for r in per_x} == {1, 2, 3}
+    assert sorted(r["key"] for r in long if r["metric"] == "curve")[:2] == [0, 0]
+    # the trend joins per_x.<x> back into one curve against x
+    from factlab.report.trend import _join_families
+
+    _join_families(rows, long, "x")
+    assert [r["metrics.per_x"] for r in rows] == [r["metrics.total"] for r in rows]
+    assert (tmp_path / "trend.png").is_file()
