@@ -1,4 +1,4 @@
-"""In-context factual recall: sampler, memories, model, probes, fine-tuning (specs/ic_recall.md)."""
+"""In-context factual recall: sampler, memories, model, probes, protocol, search, verdicts."""
 
 from __future__ import annotations
 
@@ -7,30 +7,47 @@ import math
 import pytest
 import torch
 
+from factlab.analysis.fits import growth_fit
+from factlab.analysis.search import bracket_min_steps, drive
 from factlab.config import ConfigError, apply_overrides
 from factlab.experiments import get_experiment
+from factlab.experiments.base import RunContext
 from factlab.experiments.ic_recall import (
     ICRecallConfig,
-    fine_tune,
-    fit_growth,
+    pattern_summary,
     pattern_verdict,
-    search_n_min,
+    setup_for,
 )
-from factlab.models.ic_memory import (
-    build_triplet_memory,
-    calibrate,
-    embedding_tables,
-    oracle_accuracy,
-)
+from factlab.experiments.ic_recall_samples import samples_summary, samples_verdict
+from factlab.knowledge import make_knowledge_base
+from factlab.models.ic_memory import build_triplet_memory, calibrate, embedding_tables
 from factlab.models.ic_model import ICModelConfig, ICRecallModel
-from factlab.probes.ic_recall import role_masses
+from factlab.pipelines.ic_finetune import Protocol, make_splits, probe_n
+from factlab.pipelines.ic_memories import (
+    PretrainConfig,
+    Setup,
+    load_pretrained,
+    pretrain_memory,
+)
+from factlab.pipelines.ic_sweep import ProbeCache
+from factlab.probes.ic_recall import (
+    isotropic_qk,
+    oracle_accuracy,
+    role_masses,
+    swapped_qk,
+    wilson_interval,
+)
+from factlab.store.run_dir import RunStore
 from factlab.tasks.ic_recall import (
     ICTaskConfig,
     all_triplets,
+    enumerate_triplets,
     make_ic_knowledge_base,
     sample_ic_recall,
     seen_triplets,
+    split_subjects,
 )
+from factlab.train.loop import TrainConfig, train
 
 
 def _task(**kw) -> ICTaskConfig:
@@ -78,15 +95,6 @@ def test_eval_enumerates_all_triplets_and_seen_mask(gen):
     seen = seen_triplets(kb, b)
     assert seen.sum() == 3 * (task.k + 1)
     assert seen[b["subjects"][0, 0], b["relation"][0]]
-
-
-def test_bad_config_refused():
-    with pytest.raises(ConfigError, match="n_subjects"):
-        apply_overrides(ICRecallConfig(), {"task.n_subjects": 8, "task.k": 8})
-    with pytest.raises(ConfigError, match="train_ov"):
-        apply_overrides(ICRecallConfig(), {"memory.key": "a"})
-    with pytest.raises(ConfigError, match="kbeta"):
-        apply_overrides(ICRecallConfig(), {"memory.kbeta": 0.6})
 
 
 # ---------------------------------------------------------------------------- memory
@@ -151,75 +159,243 @@ def test_model_hooks_and_pattern_shape(gen):
         ["blocks.0.attn.W_QK"]
 
 
+def test_positions_reach_the_score_only(gen):
+    """With positions on, the score sees them but the values (the memory's input) do not."""
+    task = _task()
+    kb = make_ic_knowledge_base(task)
+    W_E, W_U = embedding_tables(task.vocab, kb.n_outputs, 64, gen)
+    mem = build_triplet_memory(W_E, W_U, kb, task, "b", 1 / 3, 1 / 3)
+    tok = sample_ic_recall(kb, task, 4, gen)["tokens"]
+    for kind in ("sinusoidal", "learned"):
+        model = ICRecallModel(ICModelConfig(d_model=64, positions=kind), W_E, W_U, mem, gen,
+                              n_pos=task.seq_len)
+        with torch.no_grad():
+            model.blocks[0].attn.W_QK.copy_(torch.eye(64)[None])
+        plain = ICRecallModel(ICModelConfig(d_model=64), W_E, W_U, mem, gen)
+        with torch.no_grad():
+            plain.blocks[0].attn.W_QK.copy_(torch.eye(64)[None])
+        assert not torch.allclose(model.pattern(tok), plain.pattern(tok))
+        # uniform attention: both read the same values, so the same logits
+        with torch.no_grad():
+            model.blocks[0].attn.W_QK.zero_()
+            plain.blocks[0].attn.W_QK.zero_()
+        assert torch.allclose(model(tok), plain(tok), atol=1e-6)
+    learned = ICRecallModel(ICModelConfig(d_model=64, positions="learned"), W_E, W_U, mem, gen)
+    assert {n for n, p in learned.named_parameters() if p.requires_grad} == \
+        {"blocks.0.attn.W_QK", "blocks.0.attn.W_pos"}
+
+
 def test_role_masses_on_hand_made_patterns():
     k = 4
     # pairwise pattern: 1/3 on the query, the rest split evenly over 2k tokens
-    pairwise = torch.tensor([[1 / 12] * 8 + [1 / 3]])
-    m = role_masses(pairwise, k)
+    m = role_masses(torch.tensor([[1 / 12] * 8 + [1 / 3]]), k)
     assert m["alpha_q"] == pytest.approx(1 / 3) and m["A_S"] == pytest.approx(1 / 3)
-    assert m["psi"] == pytest.approx(0) and m["cv"] == pytest.approx(0)
-    # answers only: PSI = 1
-    answers = torch.tensor([[0, 0.2] * 4 + [0.2]])
-    m = role_masses(answers, k)
-    assert m["psi"] == pytest.approx(1) and m["A_A"] == pytest.approx(0.8)
-    # one pair only: CV = sqrt(k - 1); with EOS the rest is "other"
-    one = torch.tensor([[0.25, 0.25] + [0] * 6 + [0.25, 0.25]])
-    m = role_masses(one, k)
-    assert m["cv"] == pytest.approx(math.sqrt(k - 1)) and m["A_other"] == pytest.approx(0.25)
-    # a pair split 3:1 has |0.3 - 0.1| / 0.4 = 0.5
-    m = role_masses(torch.tensor([[0.3, 0.1, 0.6]]), 1)
-    assert m["psi"] == pytest.approx(0.5)
+    assert m["asym"] == pytest.approx(0) and m["spread"] == pytest.approx(0)
+    # answers only: asymmetry 1
+    m = role_masses(torch.tensor([[0, 0.2] * 4 + [0.2]]), k)
+    assert m["asym"] == pytest.approx(1) and m["A_A"] == pytest.approx(0.8)
+    # one pair only: spread sqrt(k - 1); with EOS the rest is "other"
+    m = role_masses(torch.tensor([[0.25, 0.25] + [0] * 6 + [0.25, 0.25]]), k)
+    assert m["spread"] == pytest.approx(math.sqrt(k - 1)) and m["A_other"] == pytest.approx(0.25)
+    # aggregates: prompts that lean opposite ways average to a symmetric pattern
+    m = role_masses(torch.tensor([[0.3, 0.1, 0.6], [0.1, 0.3, 0.6]]), 1)
+    assert m["asym"] == pytest.approx(0)
 
 
-def test_pattern_verdict_rejects_uniform_attention():
-    hist = [{"step": s, "alpha_q": 1 / 17, "A_S": 8 / 17, "A_A": 8 / 17, "psi": 0.0,
-             "cv": 0.0} for s in (0, 100)]
-    ok, _, checks = pattern_verdict(hist[-1], hist, 17)
-    assert not ok and not checks["alpha_q"] and checks["psi"]
+def test_isotropic_null_and_swap(gen):
+    W = torch.randn(1, 8, 8, generator=gen)
+    null = isotropic_qk(W)
+    assert torch.allclose(null[0], W[0].trace() / 8 * torch.eye(8))
+    task = _task()
+    kb = make_ic_knowledge_base(task)
+    W_E, W_U = embedding_tables(task.vocab, kb.n_outputs, 8, gen)
+    mem = build_triplet_memory(W_E, W_U, kb, task, "b", 1 / 3, 1 / 3)
+    model = ICRecallModel(ICModelConfig(d_model=8), W_E, W_U, mem, gen)
+    with swapped_qk(model, null):
+        assert torch.equal(model.blocks[0].attn.W_QK, null)
+    assert torch.equal(model.blocks[0].attn.W_QK, torch.zeros(1, 8, 8))
 
 
-def test_search_and_fit():
-    assert search_n_min(lambda n: n >= 37, 4, 1 << 10, 1.05) in range(37, 39)
-    assert search_n_min(lambda n: False, 4, 64, 1.25) is None
+def test_wilson_interval():
+    lo, hi = wilson_interval(990, 1000)
+    assert lo < 0.99 < hi and hi - lo < 0.015
+    lo, _ = wilson_interval(10_000, 10_000)
+    assert lo > 0.9995
+    assert wilson_interval(0, 0) == (0.0, 1.0)
+
+
+# ---------------------------------------------------------------------------- held-out split
+
+
+def test_heldout_subjects_never_in_train_or_validation(gen):
+    task = _task(n_subjects=40)
+    kb = make_ic_knowledge_base(task)
+    W_E, W_U = embedding_tables(task.vocab, kb.n_outputs, 64, gen)
+    mem = build_triplet_memory(W_E, W_U, kb, task, "b", 1 / 3, 1 / 3)
+    setup = Setup(task, kb, W_E, W_U, mem, {})
+    sp = make_splits(setup, Protocol(n_val=64, heldout_contexts=3), 200, 0, torch.device("cpu"))
+    held = sp.test_heldout["subjects"][:, -1].unique()
+    assert sp.n_heldout_subjects == 8 and len(held) == 8
+    for split in (sp.train, sp.val, sp.test_seen):
+        assert not torch.isin(split["subjects"], held).any()
+    # every held-out triplet is asked in 3 contexts; every fine-tuning triplet once
+    assert len(sp.test_heldout["answer"]) == 8 * 8 * 3
+    assert len(sp.test_seen["answer"]) == 32 * 8
+    tr, ho = split_subjects(10, 0.2, gen)
+    assert len(ho) == 2 and not torch.isin(tr, ho).any()
+    s, r = enumerate_triplets(ho, 3, 2)
+    assert len(s) == 12 and set(r.tolist()) == {0, 1, 2}
+
+
+# ---------------------------------------------------------------------------- loop, search, fits
+
+
+def test_patience_stops_a_plateau_and_flags_a_starved_run():
+    w = torch.nn.Parameter(torch.tensor([3.0]))
+    vals = iter([5.0, 4.0] + [4.0] * 50)
+    res = train([w], lambda s: (w ** 2).sum(), TrainConfig(steps=100, eval_every=5, patience=3),
+                lambda: {"loss": next(vals)})
+    assert res.stop_reason == "patience" and not res.still_improving
+    w = torch.nn.Parameter(torch.tensor([3.0]))
+    res = train([w], lambda s: (w ** 2).sum(), TrainConfig(steps=20, eval_every=5, patience=3),
+                lambda: {"loss": float(w.detach() ** 2)})
+    assert res.stop_reason == "steps" and res.still_improving
+
+
+def test_bracket_search_each_size_alone():
+    def outcome(threshold: int, undecided: tuple[int, ...] = ()):
+        return lambda n: "inconclusive" if n in undecided else (
+            "success" if n >= threshold else "fail")
+
+    found = drive(bracket_min_steps(4, 1024, 1.1), outcome(37))
+    assert found["status"] == "found" and 37 <= found["n_min"] <= 41
+    assert drive(bracket_min_steps(4, 64, 1.25), outcome(100))["status"] == "above_bracket"
+    assert drive(bracket_min_steps(4, 64, 1.25), outcome(2))["status"] == "below_bracket"
+    res = drive(bracket_min_steps(4, 1024, 1.5), outcome(37, undecided=(64,)))
+    assert res["status"] == "inconclusive"
     sr = 2.0 ** torch.arange(7, 16).numpy()
-    assert fit_growth(sr, 3 * sr)["slope"] == pytest.approx(1.0)
-    assert fit_growth(sr, 5 * torch.log(torch.tensor(sr)).numpy() ** 2)["polylog_power"] == \
+    assert growth_fit(sr, 3 * sr)["slope"] == pytest.approx(1.0)
+    assert growth_fit(sr, 5 * torch.log(torch.tensor(sr)).numpy() ** 2)["polylog_power"] == \
         pytest.approx(2.0)
 
 
-def test_experiments_registered():
+def test_probe_cache_resumes(tmp_path):
+    cache = ProbeCache(tmp_path / "probes.jsonl")
+    cache.add({"key": "qk|S=16|seed=0|n=64", "outcome": "fail"})
+    with open(tmp_path / "probes.jsonl", "a") as fh:
+        fh.write('{"key": "torn')  # a crash mid-line
+    back = ProbeCache(tmp_path / "probes.jsonl")
+    assert back.done["qk|S=16|seed=0|n=64"]["outcome"] == "fail" and len(back.done) == 1
+
+
+# ---------------------------------------------------------------------------- verdicts
+
+
+def _pattern_rec(**kw):
+    rec = {"seed": 0, "k": 8, "hits_seen": 20_000, "n_seen": 20_000, "hits_heldout": 5_000,
+           "n_heldout": 5_000, "asym": 0.05, "spread": 0.05, "null_asym": 0.02,
+           "null_spread": 0.03, "alpha_q": 0.4, "A_S": 0.3, "A_A": 0.3,
+           "acc_all": 1.0, "acc_heldout": 1.0, "still_improving": False}
+    rec.update(kw)
+    return rec
+
+
+def test_pattern_verdict_three_states():
+    ok = (True, "memory oracle 1.0")
+    assert pattern_verdict(_pattern_rec(), ok).state == "holds"
+    # a rival pattern (answers only) fails even when accurate
+    assert pattern_verdict(_pattern_rec(asym=0.9), ok).state == "fails"
+    # clearly below target on held-out subjects, converged: fails
+    assert pattern_verdict(_pattern_rec(hits_heldout=2_500), ok).state == "fails"
+    # ... the same but starved: inconclusive
+    v = pattern_verdict(_pattern_rec(hits_heldout=2_500, still_improving=True), ok)
+    assert v.state == "inconclusive" and "budget" in v.reason
+    # an interval straddling the target: too few trials
+    v = pattern_verdict(_pattern_rec(hits_heldout=99, n_heldout=100), ok)
+    assert v.state == "inconclusive" and "trials" in v.reason
+    # NaN is never a pass; a bad memory is a prerequisite
+    assert pattern_verdict(_pattern_rec(asym=float("nan")), ok).state == "inconclusive"
+    assert pattern_verdict(_pattern_rec(), (False, "oracle 0.8")).state == "inconclusive"
+    assert pattern_verdict(_pattern_rec(n_heldout=0, hits_heldout=0), ok).state == \
+        "inconclusive"
+
+
+def test_pattern_summary_combines_seeds():
+    info = {"oracle_acc": 1.0}
+    good = [_pattern_rec(seed=s) for s in range(3)]
+    assert pattern_summary(good, info).state == "holds"
+    bad = [_pattern_rec(seed=s, asym=0.9) for s in range(3)]
+    assert pattern_summary(bad, info).state == "fails"
+    mixed = [_pattern_rec(seed=0), _pattern_rec(seed=1, asym=0.9),
+             _pattern_rec(seed=2, hits_heldout=99, n_heldout=100)]
+    assert pattern_summary(mixed, info).state == "inconclusive"
+
+
+def _nmin_rows(arm, sizes, fn, seeds=(0, 1, 2), status="found"):
+    return [{"arm": arm, "S": s, "triplets": 8 * s, "seed": seed, "n_min": fn(8 * s),
+             "status": status} for s in sizes for seed in seeds]
+
+
+def test_samples_verdict_three_states():
+    polylog = _nmin_rows("qk", (64, 256, 1024, 4096), lambda x: 20 * math.log(x) ** 1.5)
+    linear = _nmin_rows("control", (16, 32, 64, 128), lambda x: 4 * x)
+    assert samples_verdict(polylog + linear).state == "holds"
+    steep = _nmin_rows("qk", (64, 256, 1024, 4096), lambda x: 2 * x ** 0.75)
+    assert samples_verdict(steep + linear).state == "fails"
+    flat_control = _nmin_rows("control", (16, 32, 64, 128), lambda x: 100)
+    assert samples_verdict(polylog + flat_control).state == "fails"
+    starved = linear[:-1] + [dict(linear[-1], status="above_bracket", n_min=None)]
+    v = samples_verdict(polylog + starved, seed=linear[-1]["seed"])
+    assert v.state == "inconclusive" and "control" in v.reason
+    assert samples_verdict(polylog).state == "inconclusive"  # the control never ran
+    probes = [{"outcome": "success"}, {"outcome": "inconclusive"}]
+    summary = samples_summary(polylog + starved, probes, (0, 1, 2))
+    assert summary.metrics["inconclusive_probes"] == 1 and summary.state == "inconclusive"
+    assert samples_summary(polylog + linear, probes, (0, 1, 2)).state == "holds"
+
+
+# ---------------------------------------------------------------------------- configs, runs
+
+
+def test_bad_config_refused():
+    with pytest.raises(ConfigError, match="n_subjects"):
+        apply_overrides(ICRecallConfig(), {"task.n_subjects": 8, "task.k": 8})
+    with pytest.raises(ConfigError, match="train_ov"):
+        apply_overrides(ICRecallConfig(), {"memory.key": "a"})
+    with pytest.raises(ConfigError, match="kbeta"):
+        apply_overrides(ICRecallConfig(), {"memory.kbeta": 0.6})
+    with pytest.raises(ConfigError, match="arms"):
+        get_experiment("ic-recall-samples").make_config({"arms": "qk,nope"})
+
+
+def test_presets_build():
     for name in ("ic-recall", "ic-recall-samples", "ic-recall-pretrained"):
         exp = get_experiment(name)
-        exp.make_config({})
-        exp.make_config({"scale": "paper"})
-
-
-# ---------------------------------------------------------------------------- fine-tuning
+        assert exp.make_config({}).seeds == (0, 1, 2)
+        assert exp.make_config({"scale": "paper"}).scale == "paper"
 
 
 def test_small_fine_tuning_reaches_target(tmp_path):
-    """Attention-only fine-tuning with the constructed memory reaches 99% on all triplets."""
-    from factlab.experiments.base import RunContext
-    from factlab.experiments.ic_recall import build_setup
-    from factlab.store.run_dir import RunStore
-
+    """Attention-only fine-tuning with the constructed memory: validation-stopped, tested on
+    the fine-tuning subjects' triplets at >= 99%."""
     exp = get_experiment("ic-recall")
-    cfg = exp.make_config({"task.n_subjects": 64, "n_prompts": 2048, "train.steps": 400,
-                           "train.eval_every": 50, "lr_grid": "0.01"})
+    cfg = exp.make_config({"task.n_subjects": 64, "model.d_model": 512, "model.positions":
+                           "none", "task.n_answers": 8})
     ctx = RunContext(RunStore(tmp_path), torch.device("cpu"), False)
-    setup = build_setup(cfg, ctx)
+    setup = setup_for(cfg, ctx)
     assert setup.info["oracle_acc"] >= 0.99
-    res = fine_tune(setup, cfg, cfg.n_prompts, 0.01, 0, ctx, target_acc=0.99)
-    assert res.final["acc"] >= 0.99
-    assert res.final["alpha_q"] > 2 / 17  # the query subject is singled out
+    proto = Protocol(n_val=256, min_steps=1000, patience=4)
+    tcfg = TrainConfig(optimizer="adam", batch_size=256, eval_every=50)
+    outcome, res = probe_n(setup, cfg.model, tcfg, proto, 2048, (0.01,), 0,
+                           torch.device("cpu"), 0.99)
+    assert outcome == "success", res.test["acc_seen"]
+    assert res.test["alpha_q"] > 2 / 17  # the query subject is singled out
+    assert 0 <= res.test["acc_heldout"] <= 1  # measured (S < d: not expected to generalise)
+    assert res.test["n_heldout"] == 13 * 8 * proto.heldout_contexts
 
 
 def test_pretrained_memory_roundtrip(tmp_path):
     """M3 tensors saved as safetensors load back; mismatched shapes are a one-line error."""
-    from factlab.knowledge import make_knowledge_base
-    from factlab.models.ic_memory import PretrainConfig, load_pretrained, pretrain_memory
-    from factlab.store.run_dir import RunStore
-
     kb = make_knowledge_base(16, 2, 4, 64)
     t, m = pretrain_memory(kb, 32, PretrainConfig(d_mlp=32, seq_len=4, steps=20,
                                                   batch_size=64, eval_every=10),

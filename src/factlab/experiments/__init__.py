@@ -24,7 +24,7 @@ REGISTRY: dict[str, str] = {
     "recall-tradeoff": "factlab.experiments.tradeoff:RECALL_TRADEOFF",
     "recall-sequential": "factlab.experiments.sequential:RECALL_SEQUENTIAL",
     "ic-recall": "factlab.experiments.ic_recall:IC_RECALL",
-    "ic-recall-samples": "factlab.experiments.ic_recall:IC_RECALL_SAMPLES",
+    "ic-recall-samples": "factlab.experiments.ic_recall_samples:IC_RECALL_SAMPLES",
     "ic-recall-pretrained": "factlab.experiments.ic_recall:IC_RECALL_PRETRAINED",
     "induction-head": "factlab.experiments.induction:INDUCTION_HEAD",
     "induction-depth": "factlab.experiments.induction:INDUCTION_DEPTH",

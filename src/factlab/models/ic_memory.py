@@ -1,4 +1,4 @@
-"""Frozen MLP associative memories for IC-recall (specs/ic_recall.md §5).
+"""Frozen MLP associative memories for IC-recall (arXiv 2605.27774; our reconstruction).
 
 Every memory maps the attention output u [..., d] to a d-vector F(u) that the model adds to u
 before the frozen unembedding (y = u + F(u), logits = y W_U). Three constructions:
@@ -13,8 +13,10 @@ M1  `TripletMemory`: one ReLU unit per triplet (width m = SR),
     O(B (S + R) d + B S R) instead of O(B S R d); this is what lets the sweep reach 2^16 triplets.
 M2  `ReLUMemory` with random features: W_in columns uniform on the sphere, W_out fitted by
     cross-entropy (W_in fixed) on ideal attention outputs of random prompts.
-M3  `ReLUMemory` taken from a one-layer model pretrained on Task A (`pretrain_memory`), or loaded
-    from an earlier run's safetensors checkpoint (`load_pretrained`).
+M3  `ReLUMemory` taken from a one-layer model pretrained on Task A.
+
+This module is pure: the fitting of M2, the pretraining of M3 and checkpoint I/O live in
+`factlab.pipelines.ic_memories`; the oracle check in `factlab.probes.ic_recall`.
 
 Memories hold buffers, not parameters, so fine-tuning cannot move them; the control of the
 sample-complexity experiment uses `TripletMemory(learn_values=True)`, whose output rows are a
@@ -23,23 +25,16 @@ trainable [SR, d] table that starts at zero, i.e. the same keys but no stored fa
 
 from __future__ import annotations
 
-import dataclasses
-from pathlib import Path
 from typing import Literal
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from factlab.config import ConfigError, require
+from factlab.config import ConfigError
 from factlab.knowledge import KnowledgeBase
 from factlab.models.hooks import HookPoint
 from factlab.models.memories import unit_embeddings
-from factlab.models.one_layer import OneLayerConfig, OneLayerTransformer
-from factlab.runtime import make_generator
-from factlab.tasks.factual_recall import sample_factual_recall
-from factlab.tasks.ic_recall import ICTaskConfig, ICVocab, all_triplets, sample_ic_recall
-from factlab.train.loop import TrainConfig, train
+from factlab.tasks.ic_recall import ICTaskConfig, ICVocab
 
 
 class FrozenMemory(nn.Module):
@@ -61,10 +56,10 @@ def calibrate(gamma: float, kbeta: float, k: int, margin_nats: float = 8.0,
               tau_frac: float = 0.5) -> tuple[float, float]:
     """(tau, lam) of M1 for a target pattern: weight gamma on s_q, beta = kbeta / k per token.
 
-    Pre-activations (spec §5): correct unit gamma + k beta; nearest rivals gamma (same subject,
-    other relation) and beta + k beta (a context subject, same relation). tau sits at
-    `tau_frac` of the way from the larger rival to the correct unit (0.5: midway, as in the
-    spec), lam makes the correct unit output `margin_nats` nats.
+    Pre-activations: correct unit gamma + k beta; nearest rivals gamma (same subject, other
+    relation) and beta + k beta (a context subject, same relation). tau sits at `tau_frac` of
+    the way from the larger rival to the correct unit (0.5: midway); lam makes the correct
+    unit output `margin_nats` nats.
     """
     beta = kbeta / k
     top, rival = gamma + kbeta, max(gamma, beta + kbeta)
@@ -181,174 +176,9 @@ class ReLUMemory(FrozenMemory):
         self.W_out = nn.Parameter(W_out.clone(), requires_grad=False)
 
     def forward(self, u: torch.Tensor) -> torch.Tensor:
+        """u [..., d] -> ReLU(u W_in + b_in) W_out [..., d]."""
         h = self.hook_post(torch.relu(self.hook_pre(u @ self.W_in + self.b_in)))
         return h @ self.W_out
-
-
-def ideal_inputs(batch: dict[str, torch.Tensor], W_E: torch.Tensor, voc: ICVocab,
-                 gamma: float, kbeta: float, key: str = "b") -> torch.Tensor:
-    """The attention output of the target pattern: gamma phi(s_q) + beta sum_i (phi(s_i) + v_i).
-
-    v_i = phi(a_i) for key (b) (W_OV = I) and phi(r) for key (a) (the ideal W_OV maps each
-    answer to its relation). Returns [B, d] on W_E's device.
-    """
-    dev = W_E.device
-    subj = batch["subjects"].to(dev)
-    k = subj.shape[1] - 1
-    beta = kbeta / k
-    if key == "a":
-        v = W_E[voc.relation(batch["relation"].to(dev))][:, None, :].expand(-1, k, -1)
-    else:
-        v = W_E[voc.answer(batch["context_answers"].to(dev))]
-    return gamma * W_E[subj[:, -1]] + beta * (W_E[subj[:, :-1]] + v).sum(1)
-
-
-@torch.no_grad()
-def oracle_accuracy(memory: FrozenMemory, W_E: torch.Tensor, W_U: torch.Tensor,
-                    kb: KnowledgeBase, task: ICTaskConfig, gamma: float, kbeta: float,
-                    key: str, gen: torch.Generator, limit: int = 1 << 15, chunk: int = 2048
-                    ) -> float:
-    """Accuracy of y = x + F(x) on the ideal input x of every triplet (one random context each).
-
-    Enumerates all SR triplets when SR <= `limit`, else samples `limit`; evaluated in chunks.
-    """
-
-    s, r = all_triplets(kb, limit, gen)
-    correct = 0
-    for start in range(0, len(s), chunk):
-        batch = sample_ic_recall(kb, task, 0, gen, s[start:start + chunk], r[start:start + chunk])
-        x = ideal_inputs(batch, W_E, task.vocab, gamma, kbeta, key)
-        logits = (x + memory(x)) @ W_U
-        correct += (logits.argmax(-1).cpu() == batch["answer"]).sum().item()
-    return correct / len(s)
-
-
-def random_feature_memory(d: int, width: int, W_E: torch.Tensor, W_U: torch.Tensor,
-                          kb: KnowledgeBase, task: ICTaskConfig, gamma: float, kbeta: float,
-                          gen: torch.Generator, steps: int = 2000, lr: float = 1e-2,
-                          batch: int = 512) -> ReLUMemory:
-    """M2: W_in columns uniform on the sphere (no bias), W_out fitted by cross-entropy.
-
-    The fit sees ideal attention outputs (key b) of fresh random prompts, so the memory is
-    robust to the context it will meet; W_in never moves.
-    """
-
-    W_in = unit_embeddings(width, d, gen).T.to(W_E.device)  # [d, m]
-    W_out = nn.Parameter(torch.zeros(width, d, device=W_E.device))
-    mem = ReLUMemory(W_in, torch.zeros(width, device=W_E.device), W_out.detach())
-    mem.W_out = W_out
-
-    def loss_fn(step: int) -> torch.Tensor:
-        b = sample_ic_recall(kb, task, batch, gen)
-        x = ideal_inputs(b, W_E, task.vocab, gamma, kbeta, "b")
-        return F.cross_entropy((x + mem(x)) @ W_U, b["answer"].to(W_E.device))
-
-    train([W_out], loss_fn, TrainConfig(optimizer="adam", lr=lr, steps=steps,
-                                         eval_every=steps), show_progress=False)
-    W_out.requires_grad_(False)
-    return mem
-
-
-# --------------------------------------------------------------------------------------------
-# M3: pretrained on Task A
-
-
-@dataclasses.dataclass
-class PretrainConfig:
-    """Task A pretraining of the memory (spec §5 M3, §8.8): W_V = W_O = I frozen, H = 1."""
-
-    d_mlp: int = 512
-    seq_len: int = 32  # T of Task A
-    n_noise: int = -1  # -1: S + R as in 2412
-    steps: int = 4096
-    lr: float = 3e-3
-    batch_size: int = 1024
-    eval_every: int = 128
-    target_acc: float = 0.99
-
-    def check(self) -> None:
-        require(self.d_mlp >= 1, "d_mlp", f"must be >= 1, got {self.d_mlp}")
-        require(self.seq_len >= 3, "seq_len", f"must be >= 3, got {self.seq_len}")
-        require(self.n_noise >= -1, "n_noise", "must be >= 0 (or -1 for S + R)")
-        require(self.steps >= 1, "steps", "must be >= 1")
-        require(self.lr > 0, "lr", "must be > 0")
-        require(0 < self.target_acc <= 1, "target_acc", "must be in (0, 1]")
-
-
-def pretrain_memory(kb: KnowledgeBase, d: int, cfg: PretrainConfig, seed: int,
-                    device: torch.device, on_eval=None, show_progress: bool = False
-                    ) -> tuple[dict[str, torch.Tensor], dict[str, float]]:
-    """Train a one-layer model on Task A over the unified vocabulary; return its tensors.
-
-    Returns ({"W_E", "W_U", "W_in", "b_in", "W_out"}, best eval metrics). W_V = W_O = I are
-    frozen so attention outputs a convex mix of embeddings and the facts must sit in the MLP.
-    The best evaluation's weights are kept (spec §6: report the best checkpoint).
-    """
-
-    S, R, D = kb.n_subjects, kb.n_relations, kb.n_answers_per_relation
-    n_noise = S + R if cfg.n_noise < 0 else cfg.n_noise
-    voc = ICVocab(S, R, D, n_noise)
-    gen = make_generator(seed)
-    model = OneLayerTransformer(OneLayerConfig(d_model=d, n_heads=1, d_head=d, d_mlp=cfg.d_mlp),
-                                voc.size, kb.n_outputs, gen).to(device)
-    attn = model.blocks[0].attn
-    with torch.no_grad():
-        model.W_E.copy_(unit_embeddings(voc.size, d, gen))
-        model.W_U.copy_(unit_embeddings(kb.n_outputs, d, gen).T)
-        attn.W_V.copy_(torch.eye(d)[None])
-        attn.W_O.copy_(torch.eye(d)[None])
-    attn.W_V.requires_grad_(False)
-    attn.W_O.requires_grad_(False)
-    test = sample_factual_recall(kb, 1024, make_generator(seed + 1), cfg.seq_len, n_noise)
-    test_tokens, test_y = voc.from_recall(test[0]).to(device), test[1].to(device)
-
-    def loss_fn(step: int) -> torch.Tensor:
-        tok, y, _, _ = sample_factual_recall(kb, cfg.batch_size, gen, cfg.seq_len, n_noise)
-        return F.cross_entropy(model(voc.from_recall(tok).to(device)), y.to(device))
-
-    best: dict = {"acc": -1.0}
-
-    @torch.no_grad()
-    def eval_fn() -> dict[str, float]:
-        logits = model(test_tokens)
-        acc = (logits.argmax(-1) == test_y).float().mean().item()
-        if acc > best["acc"]:
-            best.update(acc=acc, state={n: p.detach().clone() for n, p in
-                                        model.named_parameters()})
-        return {"acc": acc, "loss": F.cross_entropy(logits, test_y).item()}
-
-    tcfg = TrainConfig(optimizer="adamw", lr=cfg.lr, steps=cfg.steps, batch_size=cfg.batch_size,
-                       eval_every=cfg.eval_every, target_acc=cfg.target_acc)
-    result = train(model.parameters(), loss_fn, tcfg, eval_fn, on_eval,
-                   show_progress=show_progress, desc="pretrain")
-    st = best["state"]
-    tensors = {"W_E": st["W_E"], "W_U": st["W_U"], "W_in": st["blocks.0.mlp.W_in"],
-               "b_in": st["blocks.0.mlp.b_in"], "W_out": st["blocks.0.mlp.W_out"]}
-    metrics = {"pretrain_acc": best["acc"], "pretrain_steps": result.steps,
-               "n_noise": n_noise}
-    return tensors, metrics
-
-
-def load_pretrained(path: str | Path, kb: KnowledgeBase, d: int) -> dict[str, torch.Tensor]:
-    """Load M3 tensors from a run directory (its pretrained_memory.safetensors) or a file.
-
-    Refuses, as a one-line `ConfigError`, a missing file or shapes that do not fit (S, R, D, d).
-    """
-    from safetensors.torch import load_file
-
-    p = Path(path)
-    if p.is_dir():
-        p = p / "pretrained_memory.safetensors"
-    require(p.is_file(), "memory.pretrained_from", f"no checkpoint at {str(p)!r}")
-    t = load_file(str(p))
-    need = {"W_E", "W_U", "W_in", "b_in", "W_out"}
-    require(need <= set(t), "memory.pretrained_from",
-            f"{p.name} lacks tensors {sorted(need - set(t))}")
-    require(t["W_U"].shape == (d, kb.n_outputs) and t["W_E"].shape[0] >= voc_min(kb),
-            "memory.pretrained_from",
-            f"checkpoint shapes W_E {tuple(t['W_E'].shape)}, W_U {tuple(t['W_U'].shape)} do "
-            f"not fit S={kb.n_subjects}, R={kb.n_relations}, D={kb.n_answers_per_relation}, d={d}")
-    return t
 
 
 def voc_min(kb: KnowledgeBase) -> int:
@@ -368,10 +198,9 @@ def build_triplet_memory(W_E: torch.Tensor, W_U: torch.Tensor, kb: KnowledgeBase
 
 def embedding_tables(voc: ICVocab, n_outputs: int, d: int, gen: torch.Generator
                      ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Frozen unit-norm embeddings W_E [V, d] and unembeddings W_U [d, RD] (spec §5)."""
+    """Frozen unit-norm embeddings W_E [V, d] and unembeddings W_U [d, RD] (our reconstruction)."""
     return unit_embeddings(voc.size, d, gen), unit_embeddings(n_outputs, d, gen).T.contiguous()
 
 
 __all__ = ["FrozenMemory", "TripletMemory", "ReLUMemory", "calibrate", "relation_keys",
-           "ideal_inputs", "oracle_accuracy", "random_feature_memory", "PretrainConfig",
-           "pretrain_memory", "load_pretrained", "build_triplet_memory", "embedding_tables"]
+           "build_triplet_memory", "embedding_tables", "voc_min"]

@@ -1,10 +1,10 @@
-"""Task B of arXiv 2605.27774: in-context factual recall (specs/ic_recall.md §1, §3).
+"""Task B of arXiv 2605.27774: in-context factual recall (our reconstruction of the prompt).
 
 A prompt lists k (subject, answer) pairs of one *hidden* relation r, then a query subject:
 
     s_1, a*(s_1, r), ..., s_k, a*(s_k, r), s_q  [, EOS]          label y = a*(s_q, r)
 
-Unified input vocabulary (spec §1): subjects [0, S), relations [S, S+R), answers as *input*
+Unified input vocabulary: subjects [0, S), relations [S, S+R), answers as *input*
 tokens [S+R, S+R+RD) (answer output id a is input token S+R+a), then `n_noise` noise tokens and
 EOS as the last id. Labels are output ids in [0, RD). Subjects are distinct and s_q is kept out
 of the context by default, which rules out copying.
@@ -57,7 +57,7 @@ class ICTaskConfig:
 
 @dataclasses.dataclass(frozen=True)
 class ICVocab:
-    """Token ids of the unified input vocabulary of spec §1."""
+    """Token ids of the unified input vocabulary (subjects, relations, answers, noise, EOS)."""
 
     S: int
     R: int
@@ -123,29 +123,43 @@ def distinct_subjects(exclude: torch.Tensor, n_subjects: int, count: int,
 def sample_ic_recall(
     kb: KnowledgeBase, cfg: ICTaskConfig, batch: int, gen: torch.Generator,
     query_subject: torch.Tensor | None = None, relation: torch.Tensor | None = None,
+    pool: torch.Tensor | None = None,
 ) -> dict[str, torch.Tensor]:
     """Draw `batch` IC-recall prompts (all randomness from the CPU generator `gen`).
 
     `query_subject` and `relation` ([B] each) fix the queried triplets, e.g. to enumerate all SR
-    of them for evaluation; otherwise both are uniform. Returns CPU tensors:
+    of them for evaluation; otherwise both are uniform. `pool` (sorted subject ids) restricts
+    the query and every context subject to it (e.g. the fine-tuning subjects, so that held-out
+    subjects appear in no training prompt). Returns CPU tensors:
     tokens [B, 2k+1(+1)], answer [B] (output ids), relation [B], subjects [B, k+1] (context
     subjects then s_q), context_answers [B, k] (output ids).
     """
     S, R, k, voc = kb.n_subjects, kb.n_relations, cfg.k, cfg.vocab
     if relation is None:
         relation = torch.randint(0, R, (batch,), generator=gen)
-    if query_subject is None:
+    if pool is not None:
+        # draw in the pool's index space, then map back to subject ids
+        P = len(pool)
+        q_idx = (torch.randint(0, P, (relation.shape[0],), generator=gen) if query_subject is None
+                 else torch.searchsorted(pool, query_subject))
+        query_subject = pool[q_idx]
+    elif query_subject is None:
         query_subject = torch.randint(0, S, (batch,), generator=gen)
     B = relation.shape[0]
+
+    def others(count: int) -> torch.Tensor:
+        if pool is None:
+            return distinct_subjects(query_subject, S, count, gen)
+        return pool[distinct_subjects(q_idx, P, count, gen)]
+
     if cfg.query_in_context:
-        ctx = distinct_subjects(query_subject, S, k - 1, gen) if k > 1 else \
-            torch.zeros(B, 0, dtype=torch.long)
+        ctx = others(k - 1) if k > 1 else torch.zeros(B, 0, dtype=torch.long)
         ctx = torch.cat([ctx, query_subject[:, None]], 1)
         # put s_q at a uniform context slot: a random permutation of each row
         order = torch.rand(B, k, generator=gen).argsort(dim=1)
         ctx = ctx.gather(1, order)
     else:
-        ctx = distinct_subjects(query_subject, S, k, gen)
+        ctx = others(k)
     ctx_ans = kb.answers[ctx, relation[:, None]]  # [B, k]
     pairs = torch.stack([ctx, voc.answer(ctx_ans)], dim=2).reshape(B, 2 * k)
     parts = [pairs, query_subject[:, None]]
@@ -175,3 +189,20 @@ def seen_triplets(kb: KnowledgeBase, batch: dict[str, torch.Tensor]) -> torch.Te
     rel = batch["relation"][:, None].expand_as(subj)
     seen[subj.reshape(-1), rel.reshape(-1)] = True
     return seen
+
+
+def split_subjects(n_subjects: int, heldout_frac: float, gen: torch.Generator
+                   ) -> tuple[torch.Tensor, torch.Tensor]:
+    """(fine-tuning subjects, held-out subjects), both sorted; round(frac * S) are held out."""
+    perm = torch.randperm(n_subjects, generator=gen)
+    n_out = int(round(heldout_frac * n_subjects))
+    return perm[n_out:].sort().values, perm[:n_out].sort().values
+
+
+def enumerate_triplets(subjects: torch.Tensor, n_relations: int, repeats: int = 1
+                       ) -> tuple[torch.Tensor, torch.Tensor]:
+    """(subject, relation) of every triplet of `subjects`, each listed `repeats` times (so each
+    can be asked in several random contexts)."""
+    s = subjects.repeat_interleave(n_relations).repeat(repeats)
+    r = torch.arange(n_relations).repeat(len(subjects)).repeat(repeats)
+    return s, r

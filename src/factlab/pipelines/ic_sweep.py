@@ -1,0 +1,138 @@
+"""The N_min sweep of IC-recall: per arm, size and seed, bracket the smallest N that reaches the
+target, every size on its own (`analysis.search.bracket_min_steps`), each probe the lr grid
+chosen on validation (`pipelines.ic_finetune.probe_n`).
+
+Resumable: every finished probe is appended to `probes.jsonl` in the run directory (which
+`RunStore.start` does not truncate) and read back on a rerun of the same config, so an
+interrupted `scale=paper` sweep restarts where it stopped. A progress bar counts probes against
+an estimate (the bracket's worst case) and shows the ETA.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from factlab.analysis.search import bracket_min_steps, drive
+from factlab.models.ic_model import ICModelConfig
+from factlab.pipelines.ic_finetune import FineTuneResult, Protocol, probe_n
+from factlab.pipelines.ic_memories import Setup
+from factlab.runtime import progress_enabled
+from factlab.train.loop import TrainConfig
+
+
+@dataclasses.dataclass
+class Arm:
+    """One curve of the sweep: what is trained, on which sizes, judged on which metric."""
+
+    name: str
+    sizes: tuple[int, ...]  # S values
+    model: ICModelConfig
+    train: TrainConfig
+    lr_grid: tuple[float, ...]
+    n_lo: int
+    n_hi: int
+    make_setup: Callable[[int], Setup]  # S -> the frozen fixture of that size
+    learn_values: bool = False  # the control: an empty value table the run must fill
+    metric: str = "acc_seen"  # test metric the target applies to (see ic_recall_samples)
+
+
+class ProbeCache:
+    """probes.jsonl of a run directory: finished probes by key, appended as they finish."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.done: dict[str, dict[str, Any]] = {}
+        if path.exists():
+            for line in path.read_text().splitlines():
+                try:
+                    rec = json.loads(line)
+                except json.JSONDecodeError:  # a torn last line from a crash
+                    continue
+                self.done[rec["key"]] = rec
+
+    def add(self, rec: dict[str, Any]) -> None:
+        """Remember a finished probe (flushed at once, so a kill loses at most this one)."""
+        self.done[rec["key"]] = rec
+        with open(self.path, "a") as fh:
+            fh.write(json.dumps(rec, sort_keys=True) + "\n")
+
+
+def probes_estimate(n_lo: int, n_hi: int, ratio: float) -> int:
+    """Worst-case probes of one bracket: its two ends plus the geometric bisection."""
+    return 2 + max(0, math.ceil(math.log(math.log(n_hi / n_lo) / math.log(ratio), 2)))
+
+
+class _Bar:
+    """A tqdm bar when progress is on (tqdm shows the ETA), else nothing."""
+
+    def __init__(self, total: int, enabled: bool | None):
+        self.bar = None
+        if progress_enabled() if enabled is None else enabled:
+            from tqdm.auto import tqdm
+
+            self.bar = tqdm(total=total, desc="ic-recall N_min probes", dynamic_ncols=True)
+
+    def step(self, text: str) -> None:
+        if self.bar is not None:
+            self.bar.set_postfix_str(text)
+            self.bar.update(1)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def run_sweep(arms: list[Arm], seeds: tuple[int, ...], proto: Protocol, ratio: float,
+              target: float, device: torch.device, cache: ProbeCache,
+              log: Callable[[str, dict[str, Any]], None], show_progress: bool | None = None
+              ) -> list[dict[str, Any]]:
+    """One `n_min` row per (arm, S, seed); every probe is logged as split "probe"."""
+    total = sum(len(a.sizes) * len(seeds) * probes_estimate(a.n_lo, a.n_hi, ratio) for a in arms)
+    bar = _Bar(total, show_progress)
+    rows = []
+    for arm in arms:
+        for S in arm.sizes:
+            setup = arm.make_setup(S)
+            triplets = S * setup.kb.n_relations
+            for seed in seeds:
+                def probe(n: int, arm: Arm = arm, S: int = S, seed: int = seed,
+                          setup: Setup = setup, triplets: int = triplets) -> str:
+                    key = f"{arm.name}|S={S}|seed={seed}|n={n}"
+                    if key not in cache.done:
+                        start = time.perf_counter()
+                        outcome, res = probe_n(setup, arm.model, arm.train, proto, n,
+                                               arm.lr_grid, seed, device, target, arm.metric,
+                                               arm.learn_values)
+                        cache.add(_probe_record(key, arm.name, S, triplets, seed, n, outcome,
+                                                res, arm.metric, time.perf_counter() - start))
+                    rec = cache.done[key]
+                    log("probe", rec)
+                    bar.step(f"{arm.name} S={S} seed={seed} N={n}: {rec['outcome']}")
+                    return rec["outcome"]
+
+                found = drive(bracket_min_steps(arm.n_lo, arm.n_hi, ratio), probe)
+                row = {"arm": arm.name, "S": S, "triplets": triplets, "seed": seed,
+                       "d": arm.model.d_model, "n_lo": arm.n_lo, "n_hi": arm.n_hi,
+                       "oracle_acc": setup.info.get("oracle_acc"), **found}
+                log("n_min", row)
+                rows.append(row)
+    bar.close()
+    return rows
+
+
+def _probe_record(key: str, arm: str, S: int, triplets: int, seed: int, n: int, outcome: str,
+                  res: FineTuneResult, metric: str, wall: float) -> dict[str, Any]:
+    return {"key": key, "arm": arm, "S": S, "triplets": triplets, "seed": seed, "n": n,
+            "outcome": outcome, "lr": res.lr, "metric": metric, "value": res.test[metric],
+            "acc_all": res.test["acc_all"], "acc_seen": res.test["acc_seen"],
+            "acc_heldout": res.test["acc_heldout"], "val_loss": res.best_val["loss"],
+            "val_acc": res.best_val["acc"], "steps": res.steps, "stop_reason": res.stop_reason,
+            "still_improving": res.still_improving, "wall_s": round(wall, 2)}

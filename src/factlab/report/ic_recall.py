@@ -1,0 +1,114 @@
+"""Figures of the IC-recall family, redrawn from a run directory's metrics.jsonl alone.
+
+* `pattern_figures`: validation accuracy and the attention statistics over training for every
+  seed's chosen lr, with the null model (W_QK projected on c I) beside the learned one; the
+  query's attention over 4 prompts at 0/10/50/100% of training.
+* `samples_figures`: N_min against the number of triplets per arm (seed mean with [min, max]
+  band; sizes whose search did not decide are marked), and against ln(SR) on log-log axes.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from factlab.report.plots import curves, subplots, threshold_line
+from factlab.report.style import paper_style, save_figure
+from factlab.store.run_dir import read_split
+
+
+def _chosen(run_dir: Path) -> dict[int, float]:
+    """seed -> the lr chosen on validation."""
+    return {r["seed"]: r["lr"] for r in read_split(run_dir, "best")}
+
+
+def _series(rows: list[dict], key: str) -> np.ndarray:
+    return np.array([np.nan if r.get(key) is None else r[key] for r in rows], float)
+
+
+def pattern_figures(run_dir: Path) -> list[Path]:
+    """ic_training.png (accuracy, role masses, asymmetry/spread vs null) and ic_attention.png."""
+    chosen = _chosen(run_dir)
+    if not chosen:
+        return []
+    train = read_split(run_dir, "train")
+    per_seed = {s: [r for r in train if r["seed"] == s and r["lr"] == lr]
+                for s, lr in chosen.items()}
+    length = min(len(v) for v in per_seed.values())
+    if length == 0:
+        return []
+    first = next(iter(per_seed.values()))[:length]
+    steps = [r["step"] for r in first]
+
+    def stack(key: str) -> np.ndarray:
+        return np.stack([_series(v[:length], key) for v in per_seed.values()])
+
+    out = []
+    with paper_style():
+        fig, (ax1, ax2, ax3) = subplots(1, 3, figsize=(9.0, 2.4))
+        curves(ax1, steps, {"val acc": stack("acc"), "null val acc": stack("null_acc")},
+               threshold=0.99, xlabel="fine-tuning step", ylabel="accuracy",
+               title=f"{len(per_seed)} seeds, lr chosen on validation")
+        curves(ax2, steps, {r"$\alpha_q$": stack("alpha_q"), r"$A_S$": stack("A_S"),
+                            r"$A_A$": stack("A_A"), r"null $A_S$": stack("null_A_S"),
+                            r"null $A_A$": stack("null_A_A")},
+               xlabel="fine-tuning step", ylabel="attention at the query", title="role masses")
+        curves(ax3, steps, {"asymmetry": stack("asym"), "pair spread": stack("spread"),
+                            "null asymmetry": stack("null_asym"),
+                            "null spread": stack("null_spread")},
+               xlabel="fine-tuning step", ylabel="statistic",
+               title="pattern vs its null (rivals at 1)")
+        threshold_line(ax3, 1.0, "rival patterns")
+        out.append(save_figure(fig, run_dir, "ic_training"))
+        seed0, lr0 = next(iter(chosen.items()))
+        pats = [r for r in read_split(run_dir, "pattern")
+                if r["seed"] == seed0 and r["lr"] == lr0 and r["pattern"]]
+        if pats:
+            fig, axes = subplots(1, len(pats), figsize=(1.7 * len(pats), 2.2), squeeze=False)
+            vmax = max(float(np.max(r["pattern"])) for r in pats)  # one colour scale
+            im = None
+            for ax, r in zip(axes[0], pats):
+                p = np.array(r["pattern"])
+                k = (p.shape[1] - 1) // 2
+                im = ax.imshow(p, aspect="auto", cmap="viridis", vmin=0, vmax=vmax)
+                ax.set_xticks(range(p.shape[1]))
+                ax.set_xticklabels((["s", "a"] * k + ["q", "E"])[:p.shape[1]], fontsize=5)
+                ax.set_yticks(range(p.shape[0]))
+                ax.set(title=f"{r['frac']} (step {r['step']})", xlabel="key position")
+                ax.grid(False)
+            axes[0][0].set_ylabel("prompt")
+            fig.colorbar(im, ax=axes[0].tolist(), shrink=0.8, label="attention")
+            out.append(save_figure(fig, run_dir, "ic_attention"))
+    return out
+
+
+def samples_figures(run_dir: Path) -> list[Path]:
+    """ic_samples.png: N_min vs S*R per arm, and N_min vs ln(S*R) (log-log)."""
+    rows = read_split(run_dir, "n_min")
+    if not rows:
+        return []
+    arms = sorted({r["arm"] for r in rows})
+    with paper_style():
+        fig, (ax1, ax2) = subplots(1, 2, figsize=(7.0, 2.6))
+        for arm in arms:
+            sel = [r for r in rows if r["arm"] == arm]
+            xs = sorted({r["triplets"] for r in sel})
+            seeds = sorted({r["seed"] for r in sel})
+            grid = np.full((len(seeds), len(xs)), np.nan)
+            for r in sel:
+                if r["status"] == "found":
+                    grid[seeds.index(r["seed"]), xs.index(r["triplets"])] = r["n_min"]
+            x = np.array(xs, float)
+            if np.isfinite(grid).any():
+                curves(ax1, x, {arm: grid}, logx=True, logy=True)
+                curves(ax2, np.log(x), {arm: grid}, logx=True, logy=True)
+            for r in sel:
+                if r["status"] != "found":  # undecided: mark at the bracket's edge
+                    ax1.plot(r["triplets"], r.get("n_hi", 1), "x", color="red", ms=4)
+        ax1.set(xlabel="stored triplets S R", ylabel=r"$N_{\min}$ (acc $\geq$ 0.99)",
+                title="sample complexity")
+        ax2.set(xlabel=r"$\ln(S R)$", ylabel=r"$N_{\min}$", title="polylog check")
+        ax1.text(0.98, 0.02, "x: search undecided", transform=ax1.transAxes, ha="right",
+                 fontsize=6, color="red")
+        return [save_figure(fig, run_dir, "ic_samples")]
