@@ -1,8 +1,9 @@
 """Shared helpers of the benchmarks: arguments, timing, FLOP counting, matmul peak, ratios.
 
-Every benchmark prints its numbers as ratios against a baseline measured in the same process
-(DESIGN.md: "Fast by default, measured always"). Timings on a shared machine are noisy: each
-timing is the median of several repeats.
+Every benchmark prints its numbers as ratios against a baseline measured in the same run,
+never against a number from another day. Timings on a shared machine are noisy: each timing is
+the median of several repeats, and the header line prints the load average so a reader can
+tell a loaded run from an idle one.
 """
 
 from __future__ import annotations
@@ -10,8 +11,11 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
+import subprocess
+import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from pathlib import Path
 
 os.environ.setdefault("FACTLAB_PROGRESS", "0")
 
@@ -78,6 +82,76 @@ def matmul_peak(device: str = "cpu", n: int = 2048, reps: int = 5) -> float:
     return 2 * n**3 / seconds
 
 
+def paired_timeit(fn: Callable[[], object], device: str = "cpu", reps: int = 5,
+                  n: int = 2048) -> tuple[float, float]:
+    """(median seconds per call of `fn`, median matmul peak FLOP/s) with one n x n product
+    timed right before each call, so every step is judged against the peak of its moment
+    (on a shared machine the load drifts between a separate peak and the steps)."""
+    import torch
+
+    a = torch.randn(n, n, device=device)
+    fn()
+    steps, peaks = [], []
+    for _ in range(reps):
+        sync(device)
+        start = time.perf_counter()
+        a @ a
+        sync(device)
+        mid = time.perf_counter()
+        fn()
+        sync(device)
+        steps.append(time.perf_counter() - mid)
+        peaks.append(2 * n**3 / (mid - start))
+    return statistics.median(steps), statistics.median(peaks)
+
+
+def mfu_line(label: str, flops: float, seconds: float, peak: float) -> str:
+    """'label: G GFLOP/step, ms/step, GFLOP/s = P% of the matmul peak'."""
+    return (f"  {label}: {flops / 1e9:.2f} GFLOP/step, {seconds * 1e3:.1f} ms/step, "
+            f"{flops / seconds / 1e9:.1f} GFLOP/s = {flops / seconds / peak:.0%} of the "
+            f"matmul peak measured in this run")
+
+
+def run_process(cmd: Sequence[str], cwd: str | Path | None = None,
+                env: dict[str, str] | None = None, timeout: float = 3600.0
+                ) -> tuple[float, float, int, str]:
+    """Run `cmd` to completion: (wall seconds, peak RSS of that child in GB, exit code, its
+    output). The RSS comes from wait4 on the child itself, so two children run one after the
+    other each get their own maximum."""
+    import tempfile
+
+    with tempfile.TemporaryFile("w+") as log:
+        start = time.perf_counter()
+        proc = subprocess.Popen(list(cmd), cwd=cwd, env={**os.environ, **(env or {})},
+                                stdout=log, stderr=subprocess.STDOUT, text=True)
+        deadline = start + timeout
+        while True:
+            pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+            if pid:
+                break
+            if time.perf_counter() > deadline:
+                proc.kill()
+                pid, status, usage = os.wait4(proc.pid, 0)
+                break
+            time.sleep(0.02)
+        wall = time.perf_counter() - start
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        log.seek(0)
+        return wall, usage.ru_maxrss / 2**20, proc.returncode, log.read()
+
+
+def peak_rss_gb() -> float:
+    """Peak resident memory of this process so far, GB (Linux reports KB)."""
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+
+
+def python_cmd(*args: str) -> list[str]:
+    """This interpreter running `args`."""
+    return [sys.executable, *args]
+
+
 def ratio_line(label: str, value: float, baseline_label: str, baseline: float,
                unit: str = "") -> str:
     """'label: value unit = R x baseline_label (baseline unit)'."""
@@ -89,6 +163,9 @@ def header(title: str, device: str) -> None:
     """The machine line every benchmark starts with."""
     import torch
 
+    load = os.getloadavg()[0]
+    cores = len(os.sched_getaffinity(0))
+    busy = "UNDER LOAD" if load > 0.5 * cores else "idle-ish"
     print(f"{title}  [device={device}, torch {torch.__version__}, "
-          f"threads={torch.get_num_threads()}, cores={len(os.sched_getaffinity(0))}]",
+          f"threads={torch.get_num_threads()}, cores={cores}, load avg {load:.1f}: {busy}]",
           flush=True)

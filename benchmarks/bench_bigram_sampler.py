@@ -1,7 +1,7 @@
 """Batched trigger-bigram sampler vs a per-sequence Python sampler of the same distribution.
 
 Both draw K random triggers from π_u, uniform outputs, and a T-step chain with the trigger rule
-and occurrence counts. The baseline is the straightforward reading of the spec: one Python loop
+and occurrence counts. The baseline is the plain reading of the task: one Python loop
 per sequence and per token (cumulative weights + bisect, as `random.choices` does). Tokens/s of
 both are measured in this process; the ratio is printed last.
 

@@ -5,6 +5,10 @@ Inputs x in [N] and outputs y in [M] have frozen unit-norm random embeddings e_x
 
     linear:  logits = (e_x @ W) @ U^T                      W: [d, d]          (d^2 params)
     MLP:     logits = ReLU(e_x @ W_in + b_in) @ W_out @ U^T  W_in: [d, m], W_out: [m, d] (2md)
+
+`MLPMemory.loss(x, y)` is a named fast path for training: the mean cross-entropy of
+`forward(x)` against y, computed chunk by chunk through the frozen U so the [batch, M] logits
+are never stored; its value and gradients equal `F.cross_entropy(forward(x), y)`.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from factlab.models.hooks import HookedModule, HookPoint
@@ -21,6 +26,39 @@ def unit_embeddings(n: int, d: int, gen: torch.Generator) -> torch.Tensor:
     """`n` Gaussian vectors in R^d normalised to unit norm, [n, d]."""
     x = torch.randn(n, d, generator=gen)
     return x / x.norm(dim=1, keepdim=True)
+
+
+class _ChunkedReadoutCE(torch.autograd.Function):
+    """mean_i CE(h_i @ Uᵀ, y_i) for a frozen U, rows taken `chunk` at a time.
+
+    Each chunk's logits, softmax and gradient softmax - onehot are formed in one cache-sized
+    buffer and turned into dL/dh = (softmax - onehot) U / n at once, so backward is a scale.
+    """
+
+    @staticmethod
+    def forward(ctx, h: torch.Tensor, U: torch.Tensor, y: torch.Tensor,  # type: ignore[override]
+                chunk: int) -> torch.Tensor:
+        n = h.shape[0]
+        grad = torch.empty_like(h)
+        total = h.new_zeros(())
+        for start in range(0, n, chunk):
+            hc, yc = h[start:start + chunk], y[start:start + chunk]
+            logits = hc @ U.T  # [c, M]
+            top = logits.amax(1, keepdim=True)
+            picked = logits.gather(1, yc[:, None])
+            p = logits.sub_(top).exp_()  # in place: the buffer holds exp(logit - max)
+            z = p.sum(1, keepdim=True)
+            total += (top + z.log() - picked).sum()
+            # (softmax - onehot) U = (exp @ U) / z - U[y]: no pass to normalise the buffer
+            g = torch.mm(p, U, out=grad[start:start + chunk])
+            g.div_(z).sub_(U[yc])
+        ctx.save_for_backward(grad.div_(n))
+        return total / n
+
+    @staticmethod
+    def backward(ctx, grad_out: torch.Tensor):  # type: ignore[override]
+        (grad,) = ctx.saved_tensors
+        return grad * grad_out, None, None, None
 
 
 class LinearMemory(HookedModule):
@@ -75,6 +113,16 @@ class MLPMemory(HookedModule):
         e = self.hook_embed(self.E[x])
         h = self.hook_post(torch.relu(self.hook_pre(e @ self.W_in + self.b_in)))
         return (h @ self.W_out) @ self.U.T
+
+    def loss(self, x: torch.Tensor, y: torch.Tensor, chunk: int = 1024) -> torch.Tensor:
+        """`F.cross_entropy(self(x), y)` without storing the logits (see the module doc).
+
+        With any hook attached it runs the hooked forward instead, so hooks still fire.
+        """
+        if any(hp._fns for hp in self.hook_dict.values()):
+            return F.cross_entropy(self(x), y)
+        h = torch.relu(self.E[x] @ self.W_in + self.b_in) @ self.W_out
+        return _ChunkedReadoutCE.apply(h, self.U, y, chunk)
 
     @torch.no_grad()
     def construct(self, targets: torch.Tensor, threshold: float = 0.5) -> MLPMemory:

@@ -1,4 +1,4 @@
-"""The one-layer factual-recall transformer of arXiv 2412.06538 (§4.1 of specs/ic_recall.md).
+"""The one-layer factual-recall transformer of arXiv 2412.06538 (its §4.1).
 
 Only the last token queries. With x_t = W_E[z_t] (frozen, N(0, 1/d)):
 

@@ -1,4 +1,4 @@
-"""The simplified two-layer associative-memory transformer of Birth §4.2 (spec §2.1).
+"""The simplified two-layer associative-memory transformer of Birth §4.2 (arXiv 2306.00802).
 
 One head per layer, no LayerNorm, no biases. Column-vector notation as in the paper (the d×d
 matrices act on column vectors; code applies them as h @ W.T):
@@ -13,7 +13,13 @@ Trained: W_K¹, W_K², W_O², W_F (and E, W_U unless frozen). Frozen random rema
 W_O¹, W_V². P is a buffer (trainable only for `ape_learned`). `n_layers=1` keeps one layer
 shaped like layer 2 (trained W_K and W_O) as the no-induction control [reconstruction].
 
-`reference_construction` writes the hand-built memories of spec §7 into a model.
+`logits_at(tokens, mask)` is a named fast path for training on a subset of positions (e.g.
+Birth's `loss_on=head`): it returns `forward(tokens)[mask]` while computing the last layer's
+queries, FFN and unembedding only at the masked positions and reading the frozen products
+(W_O¹W_V¹, and E, P times W_K¹ or W_O¹W_V¹) from per-call tables; `tests/test_fast_paths.py`
+checks its logits and gradients against the plain forward.
+
+`reference_construction` writes the hand-built memories of Birth §7 into a model.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ import math
 from typing import Literal
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from factlab.config import require
@@ -31,6 +38,7 @@ from factlab.models.attention import (
     POS_SCHEMES,
     BilinearAttention,
     positional_table,
+    rotate,
     uniform_matrix,
 )
 from factlab.models.hooks import HookedModule, HookPoint
@@ -173,12 +181,110 @@ class TwoLayerModel(HookedModule):
             h = block(h)
         return self.unembed.hook_out(self.unembed.hook_in(h) @ self.W_U)
 
+    # ------------------------------------------------------------------ fast path
+
+    def logits_at(self, tokens: torch.Tensor, mask: torch.Tensor,
+                  group_rows: int = 32) -> torch.Tensor:
+        """`forward(tokens)[mask]` ([M, N], row-major order), with fewer FLOPs.
+
+        Every layer but the last runs at all positions (its output feeds the last layer's keys
+        and values); the last layer's query, its value read-out, the FFN and W_U run only at
+        the M masked positions. Frozen linear maps are folded: the value path is one d×d
+        product W_O W_V, and with frozen E (and a fixed P) the products E W, P W are tables
+        read by token and position instead of a [B, T, d] × [d, d] product.
+        Rows are sorted by their count of masked positions and taken `group_rows` at a time,
+        each group padded only to its own largest count. Attached hooks need every position,
+        so with any hook the plain forward runs and is indexed.
+        """
+        if any(hp._fns for hp in self.hook_dict.values()):
+            return self(tokens)[mask]
+        B, T = tokens.shape
+        h = self.embed(tokens)
+        pos = torch.arange(T, device=tokens.device)
+        for i, block in enumerate(self.blocks[:-1]):
+            attn = block.attn
+            fold = i == 0 and self._foldable()
+            q, k = h, self._project(tokens, h, attn.W_K, fold)
+            v = self._project(tokens, h, attn.W_O @ attn.W_V, fold)
+            if attn.pos == "rope1":
+                q, k = rotate(q, attn.rope_theta), rotate(k, attn.rope_theta)
+            h = h + self._attend(attn, q, k, v, pos)
+        attn, mlp = self.blocks[-1].attn, self.blocks[-1].mlp
+        rope = attn.pos == "rope1"
+        # rows sorted by count, then split into groups (split's backward is one cat)
+        counts = mask.sum(1)
+        by_count = torch.argsort(counts, descending=True)
+        counts = counts[by_count]
+        sorted_mask = mask[by_count]
+        rank = (mask.flatten().cumsum(0) - 1).view(B, T)[by_count]  # (b, t) among masked ones
+        h_s = h.index_select(0, by_count)
+        if rope:  # rotated queries; keys W_K h_s at every position
+            q_s = rotate(h_s, attn.rope_theta)
+            k_s = rotate(h_s @ attn.W_K.T, attn.rope_theta)
+        else:  # h_tᵀ W_K h_s = (h_t W_K) · h_s: the d×d product only at the queries
+            q_s = k_s = h_s
+        W_OV = attn.W_O @ attn.W_V
+        outs, ranks = [], []
+        groups = zip(h_s.split(group_rows), q_s.split(group_rows), k_s.split(group_rows),
+                     counts.split(group_rows), sorted_mask.split(group_rows),
+                     rank.split(group_rows))
+        for h_g, q_g, k_g, c_g, m_g, r_g in groups:
+            Q = int(c_g[0])
+            if Q == 0:
+                break
+            # the masked positions of each row first, in order; padding repeats real positions
+            order = torch.sort((~m_g).to(torch.int8), dim=1, stable=True).indices[:, :Q]
+            keep = (pos[:Q] < c_g[:, None]).flatten().nonzero()[:, 0]
+            idx = order[..., None].expand(*order.shape, h.shape[-1])
+            q = q_g.gather(1, idx)
+            z = self._attend(attn, q if rope else q @ attn.W_K, k_g, h_g, order)  # [g, Q, d]
+            out = h_g.gather(1, idx) + z @ W_OV.T
+            outs.append(out.flatten(0, 1).index_select(0, keep))
+            ranks.append(r_g.gather(1, order).flatten()[keep])
+        h_q = torch.cat(outs).index_select(0, torch.argsort(torch.cat(ranks)))  # row-major
+        if mlp is not None:
+            h_q = h_q + mlp(h_q)
+        return h_q @ self.W_U
+
+    @staticmethod
+    def _attend(attn: BilinearAttention, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                pos: torch.Tensor) -> torch.Tensor:
+        """Σ_s softmax_s(q_t · k_s · scale + bias) v_s over keys s <= pos_t.
+
+        One fused multiply-add writes scores and mask together (baddbmm); on CPU this beats the
+        fused attention kernel, whose backward also recomputes the scores and grads of q, v.
+        """
+        T = k.shape[1]
+        delta = pos[..., None] - torch.arange(T, device=k.device)  # [(g,) Q, T]
+        bias = torch.zeros(delta.shape, dtype=q.dtype, device=q.device)
+        if attn.rel is not None:
+            bias = bias + attn.rel.b[delta.clamp(0, attn.rel.max_offset)]
+        bias = bias.masked_fill(delta < 0, float("-inf"))
+        if bias.dim() == 2:
+            bias = bias.expand(q.shape[0], *bias.shape)
+        scores = torch.baddbmm(bias, q, k.transpose(1, 2), alpha=attn.scale)
+        return torch.softmax(scores, dim=-1) @ v
+
+    def _foldable(self) -> bool:
+        """Whether E (and P) are constants, so products with them can be tabled."""
+        return not self.W_E.requires_grad and not (self.absolute and self.W_pos.requires_grad)
+
+    def _project(self, tokens: torch.Tensor, h: torch.Tensor, W: torch.Tensor,
+                 fold: bool) -> torch.Tensor:
+        """h @ Wᵀ for h = h⁰; folded: (E Wᵀ)[z] (+ (P Wᵀ)[t]), the same sum reassociated."""
+        if not fold:
+            return h @ W.T
+        out = F.embedding(tokens, self.W_E @ W.T)  # its backward is an index_add
+        if self.absolute:
+            out = out + self.W_pos[: tokens.shape[1]] @ W.T
+        return out
+
 
 @torch.no_grad()
 def reference_construction(model: TwoLayerModel, bigram: torch.Tensor,
                            keys: torch.Tensor | None = None, T: int = 256,
                            margins: tuple[float, float, float] = (20.0, 20.0, 100.0)) -> None:
-    """Write the hand-built memories of spec §7 into `model` (in place; two layers, absolute P).
+    """Write the hand-built memories of Birth into `model` (in place; two layers, absolute P).
 
         W_K¹ ∝ Σ_t P[t] P[t−1]ᵀ                    previous-token head, t < T
         W_K² ∝ Σ_{k∈keys} E[k] w_1(k)ᵀ,  w_1 = W_O¹W_V¹E   induction keys (all tokens by default)
