@@ -36,6 +36,7 @@ import math
 from typing import Any
 
 import numpy as np
+import torch
 
 from factlab.analysis.fits import growth_fit, loglog_slope
 from factlab.analysis.verdicts import Verdict, combine_seeds, decide, inconclusive
@@ -181,7 +182,10 @@ def run_samples(cfg: ICSamplesConfig, ctx: RunContext) -> Verdict:
 
     rows = run_sweep(make_arms(cfg, ctx), cfg.seeds, cfg.protocol, cfg.search_ratio,
                      ACC_TARGET, ctx.device, cache, log, ctx.show_progress)
-    return samples_summary(rows, probes, cfg.seeds)
+    verdict = samples_summary(rows, probes, cfg.seeds)
+    if ctx.device.type == "cuda":  # the paper preset's GPU budget is part of what it reports
+        verdict.metrics["peak_cuda_mem_gib"] = torch.cuda.max_memory_allocated() / 2 ** 30
+    return verdict
 
 
 IC_RECALL_SAMPLES = Experiment(
@@ -195,9 +199,9 @@ IC_RECALL_SAMPLES = Experiment(
     figures=samples_figures,
     presets={"quick": {"sizes": "16,64,256", "control_sizes": "16,32,64",
                        "model.d_model": 128, "task.n_answers": 2, "n_lo": 64,
-                       "n_hi": 8192, "control_n_hi": 8192, "search_ratio": 2.0,
-                       "protocol.min_steps": 300, "protocol.patience": 5,
-                       "protocol.n_val": 512, "train.eval_every": 25, "lr_grid": "0.01"},
+                       "n_hi": 4096, "control_n_hi": 4096, "search_ratio": 2.0,
+                       "protocol.min_steps": 200, "protocol.patience": 4,
+                       "protocol.n_val": 256, "train.eval_every": 25, "lr_grid": "0.01"},
              "paper": {"sizes": "64,128,256,512,1024,2048,4096,8192",
                        "control_sizes": "16,32,64,128,256,512", "n_lo": 16,
                        "model.d_model": 512, "arms": "qk,ov,sgd,control",
