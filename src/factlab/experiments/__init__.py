@@ -28,8 +28,9 @@ REGISTRY: dict[str, str] = {
     "ic-recall-pretrained": "factlab.experiments.ic_recall:IC_RECALL_PRETRAINED",
     "induction-head": "factlab.experiments.induction:INDUCTION_HEAD",
     "induction-depth": "factlab.experiments.induction:INDUCTION_DEPTH",
-    "hijack-length": "factlab.experiments.induction:HIJACK_LENGTH",
-    "hijack-prompts": "factlab.experiments.induction:HIJACK_PROMPTS",
+    "induction-standard": "factlab.experiments.standard:INDUCTION_STANDARD",
+    "hijack-length": "factlab.experiments.hijack:HIJACK_LENGTH",
+    "hijack-prompts": "factlab.experiments.hijack:HIJACK_PROMPTS",
     "popqa-extraction": "factlab.experiments.realmodels:POPQA_EXTRACTION",
     "bios": "factlab.experiments.realmodels:BIOS",
 }

@@ -1,4 +1,4 @@
-"""Single-head causal attention with the positional schemes of specs/knowledge_hijack.md §3.
+"""Single-head causal attention with the positional schemes of the trigger family.
 
 Absolute schemes are tables P [T_max, d] added to the input by the model:
     ape_random   fixed N(0, 1) buffer (÷√d with sqrtd)      [Birth default]

@@ -1,4 +1,5 @@
-"""Probes of the trigger task and the two-layer model (specs/knowledge_hijack.md §5-§6).
+"""Probes of the trigger task and the two-layer model (Birth, arXiv 2306.00802, and the
+hijack analysis of arXiv 2412.11459; definitions in docs/induction.md).
 
 Metric keys keep Birth's 0-based layer names: `wk0` is W_K¹, `wk1`/`wo1` belong to layer 2,
 `ff1` to the final FFN. Data probes take (model, x, y, outs); memory probes read weights only.
@@ -50,7 +51,7 @@ def loss_metrics(logits: torch.Tensor, y: torch.Tensor, outs: torch.Tensor) -> d
 
 def attention_metrics(A1: torch.Tensor, A2: torch.Tensor, x: torch.Tensor, y: torch.Tensor,
                       outs: torch.Tensor, pred: torch.Tensor) -> dict[str, float]:
-    """Birth's attention probes (spec §5) from the layer-1 and layer-2 patterns [B, T, T]."""
+    """Birth's attention probes from the layer-1 and layer-2 patterns [B, T, T]."""
     B, T = x.shape
     rows = torch.arange(B, device=x.device)[:, None]
     pos = torch.arange(T, device=x.device)[None, :].expand(B, T)
@@ -103,7 +104,7 @@ def data_metrics(model: TwoLayerModel, x: torch.Tensor, y: torch.Tensor,
 @torch.no_grad()
 def memory_metrics(model: TwoLayerModel, bigram: torch.Tensor,
                    triggers: torch.Tensor | None = None, T: int = 256) -> dict[str, float]:
-    """wk0/wk0_64, wk1, wo1 and ff1 probes from the weights alone (spec §5).
+    """wk0/wk0_64, wk1, wo1 and ff1 probes from the weights alone.
 
     `triggers` are the fixed triggers (wk1 over them, ff1 over the other tokens); None means
     random triggers (wk1 and ff1 over all tokens). For relative schemes wk0 is the rel_bias
@@ -165,57 +166,68 @@ def norm_metrics(model: TwoLayerModel) -> dict[str, float]:
 
 @torch.no_grad()
 def path_logits(model: TwoLayerModel, tokens: torch.Tensor) -> dict[str, torch.Tensor]:
-    """Exact split of the last-position logits [B, N] into the paths of spec §6.1.
+    """Exact split of the last-position logits [B, N] into paths, no signal counted twice.
 
-    direct = W_U h⁰_T, layer1 = W_U W_O¹ a¹_T, induction = W_U W_O² a²_T (the single layer of a
-    one-layer model), ffn = W_U FFN(h²_T) (zeros without an FFN). They sum to the logits.
-    `ffn_of_induction` = W_U W_F a²_T is the share of `ffn` that a linear FFN relays from the
-    induction output (zeros otherwise); it is part of `ffn`, not an extra term.
+        direct    = W_U h⁰_T                       the query token (and its position)
+        layer1    = W_U W_O¹ a¹_T                  layer-1 attention output
+        induction = W_U (W_O² a²_T + FFN(h²_T) − FFN(h¹_T))   layer 2 and the FFN's relay of it
+        ffn       = W_U FFN(h¹_T)                  the FFN on everything but the induction output
+
+    They sum to the logits for any FFN (for the linear W_F the relay is W_U W_F W_O² a²). A
+    one-layer model has layer1 = 0 and its single layer as `induction`; no FFN gives ffn = 0.
+    `ffn_of_induction` is the relay alone (already inside `induction`).
     """
     logits, cache = model.run_with_cache(tokens)
     W_U = model.W_U
     n = len(model.blocks)
+    last = f"blocks.{n - 1}"
     out = {"logits": logits[:, -1], "direct": cache["blocks.0.hook_resid_pre"][:, -1] @ W_U}
     out["layer1"] = (cache["blocks.0.hook_attn_out"][:, -1] @ W_U if n == 2
                      else torch.zeros_like(out["direct"]))
-    out["induction"] = cache[f"blocks.{n - 1}.hook_attn_out"][:, -1] @ W_U
-    mlp = f"blocks.{n - 1}.hook_mlp_out"
-    out["ffn"] = cache[mlp][:, -1] @ W_U if mlp in cache else torch.zeros_like(out["direct"])
-    # a linear FFN splits further: the part it relays from the induction output, W_U W_F a²
+    attn = cache[f"{last}.hook_attn_out"][:, -1]
     ffn = model.blocks[-1].mlp
-    out["ffn_of_induction"] = torch.zeros_like(out["direct"])
-    if ffn is not None and ffn.kind == "linear":
-        out["ffn_of_induction"] = ffn(cache[f"blocks.{n - 1}.hook_attn_out"][:, -1]) @ W_U
+    if ffn is None:
+        relay = torch.zeros_like(attn)
+        out["ffn"] = torch.zeros_like(out["direct"])
+    else:
+        h1 = cache[f"{last}.hook_resid_pre"][:, -1]
+        relay = ffn(h1 + attn) - ffn(h1)
+        out["ffn"] = ffn(h1) @ W_U
+    out["induction"] = (attn + relay) @ W_U
+    out["ffn_of_induction"] = relay @ W_U
     return out
 
 
 @torch.no_grad()
 def path_metrics(model: TwoLayerModel, x: torch.Tensor, y: torch.Tensor,
                  outs: torch.Tensor) -> dict[str, float]:
-    """The §6.1 decomposition over a batch, for logging during training.
+    """The `path_logits` decomposition at every position of a batch, for logging.
 
     logit_<path>_head / _bigram: the path's logit of the target y_t, centred over the vocabulary,
-    averaged over in-context (outs >= 2) or bigram (outs = 0) positions.
+    averaged over in-context (outs >= 2) or bigram (outs = 0) positions. The paths sum to the
+    logits (the FFN's relay of the induction output counts in `induction` only).
     """
     _, cache = model.run_with_cache(x)
     n = len(model.blocks)
-    names = {"direct": "blocks.0.hook_resid_pre", "induction": f"blocks.{n - 1}.hook_attn_out",
-             "ffn": f"blocks.{n - 1}.hook_mlp_out"}
+    last = f"blocks.{n - 1}"
+    attn = cache[f"{last}.hook_attn_out"]
+    ffn = model.blocks[-1].mlp
+    paths = {"direct": cache["blocks.0.hook_resid_pre"]}
     if n == 2:
-        names["layer1"] = "blocks.0.hook_attn_out"
+        paths["layer1"] = cache["blocks.0.hook_attn_out"]
+    if ffn is None:
+        paths["induction"] = attn
+    else:
+        h1 = cache[f"{last}.hook_resid_pre"]
+        f1 = ffn(h1)
+        paths["induction"] = attn + ffn(h1 + attn) - f1
+        paths["ffn"] = f1
     out: dict[str, float] = {}
-    for path, name in names.items():
-        if name not in cache:
-            continue
-        logits = cache[name] @ model.W_U  # [B, T, N]
+    for path, h in paths.items():
+        logits = h @ model.W_U  # [B, T, N]
         target = logits.gather(-1, y[..., None])[..., 0] - logits.mean(-1)
         out[f"logit_{path}_head"] = _mean(target, outs >= 2)
         out[f"logit_{path}_bigram"] = _mean(target, outs == 0)
-    ffn = model.blocks[-1].mlp
-    if ffn is not None and ffn.kind == "linear":  # the FFN's relay of the induction output
-        logits = ffn(cache[names["induction"]]) @ model.W_U
-        target = logits.gather(-1, y[..., None])[..., 0] - logits.mean(-1)
-        out["logit_ffn_of_induction_head"] = _mean(target, outs >= 2)
     return out
 
 
@@ -229,3 +241,23 @@ def ablated_argmax(model: TwoLayerModel, tokens: torch.Tensor, path: str) -> tor
         return model(tokens)[:, -1].argmax(-1)
     return model.run_with_hooks(tokens, [(name, lambda t, hook: torch.zeros_like(t))])[:, -1] \
         .argmax(-1)
+
+
+def two_layer_probe(triggers: torch.Tensor | None, bigram: torch.Tensor, pure: torch.Tensor,
+                    T: int):
+    """probe(model, (x, y, outs)) -> Birth's logged probes of the two-layer model.
+
+    `pure` holds pure-bigram sequences for `prev_token_bigram_acc` (rope1's analogue of wk0).
+    """
+
+    def probe(model: TwoLayerModel, batch) -> dict[str, float]:
+        x, y, outs = batch
+        out = data_metrics(model, x, y, outs)
+        out.update(path_metrics(model, x, y, outs))
+        out.update(memory_metrics(model, bigram.to(x.device), triggers, T=min(T, 256)))
+        out["prev_token_bigram_acc"] = prev_token_acc(
+            forward_with_patterns(model, pure.to(x.device))[1])
+        out["acc"] = out["acc_end"]
+        return out
+
+    return probe

@@ -1,4 +1,4 @@
-"""Global character statistics of the trigger task (specs/knowledge_hijack.md §1.1).
+"""Global character statistics of the trigger task (Birth, arXiv 2306.00802).
 
 `BigramStats` holds the unigram π_u and the row-normalised bigram π_b(·|i) of a character
 vocabulary. The tiny-Shakespeare counts ship as package data

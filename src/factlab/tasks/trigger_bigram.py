@@ -1,6 +1,6 @@
 """Trigger-bigram data of Birth (arXiv 2306.00802) and the designed hijack prompts P1-P5.
 
-Sequences (specs/knowledge_hijack.md §1.2): z_0 ~ π_u; z_{t+1} = o_k if z_t = q_k (a trigger),
+Sequences (Birth's generator): z_0 ~ π_u; z_{t+1} = o_k if z_t = q_k (a trigger),
 else z_{t+1} ~ π_b(·|z_t). Triggers are the K most frequent tokens (fixed) or K distinct draws
 from π_u per sequence (random); outputs are uniform or bigram draws, one per trigger and
 sequence. `outs[t]` counts the occurrences of the trigger z_t in z_0..z_t (0 off triggers).
@@ -159,7 +159,7 @@ def sample_from_config(stats: BigramStats, cfg: TriggerTaskConfig, B: int, gen: 
 
 
 # ---------------------------------------------------------------------------------------------
-# Designed prompts P1-P5 (spec §8, a reconstruction): filler + exact evidence pairs + query q.
+# Designed prompts P1-P5 (our reconstruction for arXiv 2412.11459): filler, exact evidence, query.
 
 
 @dataclasses.dataclass
