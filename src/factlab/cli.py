@@ -234,7 +234,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
     import json
 
     from factlab.config import ConfigError
-    from factlab.experiments import get_experiment
+    from factlab.experiments import REGISTRY, get_experiment
     from factlab.report.collect import collect, iter_run_dirs, summary_line
     from factlab.report.html import write_report
     from factlab.runs.sweep import write_table
@@ -249,7 +249,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
             name = json.loads(config_path.read_text())["experiment"]
         except (json.JSONDecodeError, KeyError):
             raise ConfigError(f"report: {config_path} is malformed") from None
-        if (run_dir / "summary.json").exists():
+        if (run_dir / "summary.json").exists() and name in REGISTRY:
             for path in get_experiment(name).figures(run_dir):
                 print(f"figure:   {path}")
     for manifest in sorted(run_dir.rglob("sweep.json")):  # sweeps: their tables again
