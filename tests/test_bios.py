@@ -127,23 +127,49 @@ def test_gpt_memorises_biographies(bios):
 
 def test_bios_experiment_small_run(tmp_path):
     from factlab.experiments.base import run_experiment
-    from factlab.experiments.realmodels import BIOS, BIOS_GAP
+    from factlab.experiments.bios import BIOS, bios_verdict
 
     cfg = BIOS.make_config({
         "bios.n_people": 16, "bios.n_first": 6, "bios.n_middle": 6, "bios.n_last": 6,
         "bios.n_cities": 6, "bios.n_universities": 6, "bios.n_majors": 6, "bios.n_employers": 6,
         "bios.n_years": 10, "model.d_model": 32, "model.n_layers": 2,
         "pretrain.steps": 80, "pretrain.lr": 3e-3, "pretrain.eval_every": 40,
-        "qa.steps": 100, "qa.lr": 3e-3, "qa.eval_every": 100})
+        "qa.steps": 100, "qa.lr": 3e-3, "qa.eval_every": 100, "seeds": "0,1"})
     summary = run_experiment(BIOS, cfg, out=tmp_path / "run", show_progress=False)
-    res = summary["metrics"]["results"]
-    assert set(res) == {"single", "multi5+permute"}
-    for row in res.values():
-        assert row["qa_train_acc"] >= 0.5  # QA fine-tuning fits P_train
-        assert 0 <= row["qa_test_acc"] <= 1
-    gap = res["multi5+permute"]["qa_test_acc"] - res["single"]["qa_test_acc"]
-    assert summary["holds"] == (gap >= BIOS_GAP)
+    per_seed = summary["metrics"]["results"]
+    assert len(per_seed) == 2 and summary["metrics"]["seed_verdicts"]
+    for res in per_seed:
+        assert set(res) == {"single", "multi5+permute"}
+        for row in res.values():
+            assert row["qa_train_acc"] >= 0.5  # QA fine-tuning fits P_train
+            assert 0 <= row["qa_test_acc"] <= 1 and row["n_test_items"] == 8 * 6
+    states = [bios_verdict(res, "single", "multi5+permute").state for res in per_seed]
+    assert summary["metrics"]["seed_verdicts"] == states
+    assert "over 2 seeds" in summary["evidence"]
     assert (tmp_path / "run" / "bios_accuracy.png").is_file()
+
+
+def _planted(rich: float, base: float, n: int = 600, fit: float = 0.99) -> dict:
+    return {"single": {"qa_test_acc": base, "qa_train_acc": fit, "n_test_items": n},
+            "multi5+permute": {"qa_test_acc": rich, "qa_train_acc": fit, "n_test_items": n}}
+
+
+def test_bios_verdict_on_planted_records():
+    from factlab.experiments.bios import bios_verdict, judge_bios
+
+    base, rich = "single", "multi5+permute"
+    assert bios_verdict(_planted(0.90, 0.10), base, rich).state == "holds"
+    assert bios_verdict(_planted(0.20, 0.10), base, rich).state == "fails"
+    # a gap near the threshold on few items cannot be placed
+    assert bios_verdict(_planted(0.38, 0.10, n=30), base, rich).state == "inconclusive"
+    unfit = bios_verdict(_planted(0.90, 0.10, fit=0.2), base, rich)
+    assert unfit.state == "inconclusive" and "did not fit" in unfit.reason
+    # over seeds: 2 of 3 agree with the mean -> decided; split seeds -> inconclusive
+    assert judge_bios([_planted(0.9, 0.1)] * 2 + [_planted(0.2, 0.1)], base, rich).state \
+        == "holds"
+    split = judge_bios([_planted(0.9, 0.1), _planted(0.12, 0.1), _planted(0.38, 0.1, n=30)],
+                       base, rich)
+    assert split.state == "inconclusive"
 
 
 def test_bad_augmentation_is_refused(capsys):

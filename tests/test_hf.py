@@ -101,6 +101,7 @@ def test_cli_bad_inputs_exit_2_with_one_line(tmp_path, capsys):
     fake = tmp_path / "fake_model"  # passes the cheap check; the data fails first
     fake.mkdir()
     (fake / "config.json").write_text("{}")
+    (fake / "tokenizer_config.json").write_text("{}")
     empty = tmp_path / "empty.tsv"
     empty.write_text("")
     drop = header.index("s_pop")
@@ -120,11 +121,19 @@ def test_cli_bad_inputs_exit_2_with_one_line(tmp_path, capsys):
     assert code == 2 and "not a HuggingFace model directory" in err and "\n" not in err
     code, err = _cli(capsys, f"model={tmp_path / 'missing'}")
     assert code == 2 and "no such directory" in err
+    no_tok = tmp_path / "no_tokenizer"  # weights and config, but no tokenizer beside them
+    no_tok.mkdir()
+    (no_tok / "config.json").write_text('{"model_type": "gpt2"}')
+    (no_tok / "model.safetensors").write_bytes(b"")
+    code, err = _cli(capsys, f"model={no_tok}")
+    assert code == 2 and "has no tokenizer" in err and "\n" not in err
 
 
 def test_importing_factlab_does_not_import_transformers():
     code = ("import sys, factlab, factlab.cli, factlab.models.hf, factlab.tasks.popqa, "
-            "factlab.pipelines.popqa, factlab.experiments.realmodels; "
+            "factlab.pipelines.popqa, factlab.pipelines.popqa_run, factlab.pipelines.hf_lm, "
+            "factlab.pipelines.convert_gguf, factlab.tasks.real_facts, "
+            "factlab.experiments.popqa, factlab.experiments.bios; "
             "from factlab.experiments import all_experiments; all_experiments(); "
             "sys.exit(int('transformers' in sys.modules or "
             "'peft' in sys.modules))")
@@ -175,6 +184,7 @@ def test_loader_refuses_a_directory_that_is_not_a_model(tmp_path):
     from factlab.models.hf import load_causal_lm
 
     (tmp_path / "config.json").write_text('{"model_type": "gpt2"}')  # config, no weights
+    (tmp_path / "tokenizer_config.json").write_text("{}")
     with pytest.raises(ConfigError, match="cannot load") as info:
         load_causal_lm(tmp_path)
     assert "\n" not in str(info.value)
@@ -182,7 +192,7 @@ def test_loader_refuses_a_directory_that_is_not_a_model(tmp_path):
 
 def test_lora_targets_conv1d_with_fan_in_fan_out_and_freezes_the_base(tiny):
     from factlab.models.hf import load_causal_lm
-    from factlab.pipelines.popqa import lora_wrap
+    from factlab.pipelines.hf_lm import lora_wrap
 
     hf = load_causal_lm(tiny["gpt2"])
     net = lora_wrap(hf.model, rank=2, target_modules=())
@@ -194,38 +204,43 @@ def test_lora_targets_conv1d_with_fan_in_fan_out_and_freezes_the_base(tiny):
         lora_wrap(load_causal_lm(tiny["gpt2"]).model, 2, ["q_proj"])
 
 
-_FAST = {"fewshot_k": 3, "pretrain.lr": 3e-3, "pretrain.steps": 250, "qa.steps": 120,
-         "n_pop_bins": 2}
+_FAST = {"fewshot_k": 3, "pretrain.lr": 3e-3, "pretrain.steps": 250, "qa.steps": 200,
+         "qa.lr": 3e-3, "lora_lr": 1e-2, "n_pop_bins": 2, "seeds": "0",
+         "finetune": "full,lora"}
 
 
-@pytest.mark.parametrize("arch,finetune", [("gpt2", "full"), ("gpt2", "lora"),
-                                           ("llama", "full"), ("llama", "lora")])
-def test_popqa_extraction_end_to_end(tiny, tmp_path, arch, finetune):
+@pytest.mark.parametrize("arch", ["gpt2", "llama"])
+def test_popqa_extraction_end_to_end(tiny, tmp_path, arch):
     from factlab.experiments.base import run_experiment
-    from factlab.experiments.realmodels import POPQA_EXTRACTION
+    from factlab.experiments.popqa import POPQA_EXTRACTION, verdict_one
 
-    qa = {"qa.lr": 3e-3} if finetune == "full" else {"qa.lr": 1e-2, "qa.steps": 250}
-    cfg = POPQA_EXTRACTION.make_config({"model": str(tiny[arch]), "finetune": finetune,
-                                        **_FAST, **qa})
+    cfg = POPQA_EXTRACTION.make_config({"model": str(tiny[arch]), **_FAST})
     summary = run_experiment(POPQA_EXTRACTION, cfg, out=tmp_path / "run", show_progress=False)
-    m = summary["metrics"]
-    assert m["n_test"] > 0 and m["n_test_covered"] > 0 and m["n_test_uncovered"] > 0
-    assert m["retention_acc"] >= 0.5  # continued pre-training stored held-out statements
-    assert m["train_qa_acc"] >= 0.8  # Q&A fine-tuning fits the covered P_train questions
-    assert 0 <= m["test_acc_covered"] <= 1 and 0 <= m["test_acc_uncovered"] <= 1
-    # retained but inaccessible: retention is high and held-out Q&A is not, so this is > 0
-    assert 0 < m["inaccessible_uncovered"] <= 1
+    seed = summary["metrics"]["seeds"][0]
+    c = seed["common"]
+    assert c["n_test"] > 0 and c["n_control"] > 0 and c["n_finetune"] > 0
+    assert c["n_probe"] == c["n_rows"] == 48 and 0 <= c["probe_zero_shot"] <= 1
+    assert c["retention_test"] >= 0.5  # continued pre-training stored held-out statements
+    assert c["retention_control"] < c["retention_test"]  # the control group was never shown
     n_params = sum(p.numel() for p in torch.nn.Module.parameters(_load(tiny[arch])))
-    if finetune == "lora":
-        assert m["trainable_params"] < 0.2 * n_params
-    else:
-        assert m["trainable_params"] == n_params
+    for mode in ("full", "lora"):
+        m = seed["modes"][mode]
+        assert m["train_qa_acc"] >= 0.5  # Q&A fine-tuning fits the covered P_train questions
+        assert m["n_test_covered"] > 0 and m["n_control_covered"] > 0
+        if mode == "lora":
+            assert m["trainable_params"] < 0.2 * n_params
+        else:
+            assert m["trainable_params"] == n_params  # peft's freeze was undone
+        assert verdict_one({**c, **m}).state == summary["metrics"]["modes"][mode][
+            "seed_verdicts"][0]
     records = list(iter_jsonl(tmp_path / "run" / "metrics.jsonl"))
     stages = [r["stage"] for r in records if r["split"] == "eval"]
-    assert stages == ["base_fewshot", "retention", "qa_before", "train_qa", "qa_after"]
-    assert sum(r["split"] == "pop_bin" for r in records) == 2
-    assert summary["holds"] == (m["test_acc_covered"] - m["test_acc_uncovered"] >= m["margin"])
-    assert (tmp_path / "run" / "stages.png").is_file()
+    assert stages == ["base", "retention", "after_lora", "after_full"]
+    assert sum(r["split"] == "probe" and r["group"] == "pop_bin" for r in records) == 2
+    assert all("seed" in r for r in records)
+    assert summary["verdict"] in ("holds", "fails", "inconclusive")
+    assert (tmp_path / "run" / "groups.png").is_file()
+    assert (tmp_path / "run" / "probe.png").is_file()
     assert json.loads((tmp_path / "run" / "summary.json").read_text())["figures"]
 
 
@@ -237,15 +252,135 @@ def _load(path):
 
 def test_popqa_extraction_is_a_pure_function_of_its_config(tiny, tmp_path):
     from factlab.experiments.base import run_experiment
-    from factlab.experiments.realmodels import POPQA_EXTRACTION
+    from factlab.experiments.popqa import POPQA_EXTRACTION
 
     cfg = POPQA_EXTRACTION.make_config({"model": str(tiny["gpt2"]), "finetune": "lora",
                                         "fewshot_k": 0, "pretrain.steps": 20, "qa.steps": 20,
-                                        "pretrain.eval_every": 10, "max_new_tokens": 4})
+                                        "pretrain.eval_every": 10, "max_new_tokens": 4,
+                                        "seeds": "0"})
     for name in ("a", "b"):
         run_experiment(POPQA_EXTRACTION, cfg, out=tmp_path / name, show_progress=False)
     first = (tmp_path / "a" / "metrics.jsonl").read_text()
     assert first and first == (tmp_path / "b" / "metrics.jsonl").read_text()
+
+
+# ---------------------------------------------------------------- the verdict on planted records
+
+def _rec(test_cov: float, ctl_cov: float, n: int = 60, retention: float = 0.95,
+         fit: float = 0.99) -> dict:
+    return {"test_covered": test_cov, "control_covered": ctl_cov, "n_test_covered": n,
+            "n_control_covered": n, "test_uncovered": 0.1, "control_uncovered": 0.1,
+            "retention_test": retention, "train_qa_acc": fit}
+
+
+def test_popqa_verdict_on_planted_records():
+    from factlab.experiments.popqa import judge, verdict_one
+
+    assert verdict_one(_rec(0.8, 0.1)).state == "holds"
+    assert verdict_one(_rec(0.1, 0.1, n=200)).state == "fails"  # retained, not extractable
+    few = verdict_one(_rec(0.3, 0.1, n=8))  # a gap the sample cannot place
+    assert few.state == "inconclusive" and "too few" in few.reason
+    lost = verdict_one(_rec(0.1, 0.1, retention=0.2))  # facts never acquired: no claim
+    assert lost.state == "inconclusive" and "not acquired" in lost.reason
+    unfit = verdict_one(_rec(0.8, 0.1, fit=0.1))
+    assert unfit.state == "inconclusive" and "did not fit" in unfit.reason
+    assert verdict_one({**_rec(0.8, 0.1), "n_control_covered": 0}).state == "inconclusive"
+
+    def seed(full: dict, lora: dict) -> dict:
+        return {"common": {}, "modes": {"full": full, "lora": lora}}
+
+    good, bad = _rec(0.8, 0.1), _rec(0.1, 0.1, n=200)
+    assert judge([seed(good, good)] * 3, ("full", "lora")).state == "holds"
+    assert judge([seed(good, bad)] * 3, ("full", "lora")).state == "fails"  # LoRA fails
+    split = judge([seed(good, good), seed(bad, good), seed(_rec(0.3, 0.1, n=8), good)],
+                  ("full", "lora"))
+    assert split.state == "inconclusive"
+
+
+# ---------------------------------------------------------------- context window, vocabularies
+
+def test_short_context_is_fitted_or_refused_in_one_line(tmp_path):
+    pytest.importorskip("transformers")
+    from factlab.models.hf import context_window, load_causal_lm
+    from factlab.pipelines.hf_lm import encode_pairs, generate
+    from factlab.pipelines.popqa import protocol_texts
+    from factlab.pipelines.tiny_hf import build_tiny_checkpoint
+
+    rows = load_popqa(fixture_path())
+    path = build_tiny_checkpoint(tmp_path / "short", protocol_texts(rows), n_ctx=16)
+    hf = load_causal_lm(path)
+    assert context_window(hf.model) == 16
+    long_prompt = " ".join(["Q: What color is Qelothqel? A: teal"] * 6) + " Q: What color is"
+    out = generate(hf.model, hf, [long_prompt, "Q: What color is Qelothqel? A:"], 4)
+    assert len(out) == 2  # the long few-shot prompt was cut from the left, not crashed on
+    with pytest.raises(ConfigError, match="context window is 16") as info:
+        encode_pairs(hf, [(long_prompt, "teal")], loss_on_prompt=True)
+    assert "\n" not in str(info.value)
+    with pytest.raises(ConfigError, match="no room"):
+        generate(hf.model, hf, ["Q:"], 16)
+
+
+def test_small_vocabulary_special_tokens(tmp_path):
+    pytest.importorskip("transformers")
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
+
+    from factlab.models.hf import load_causal_lm
+
+    vocab = {w: i for i, w in enumerate(["Q:", "A:", "red", "blue", "?"])}
+    raw = Tokenizer(models.WordLevel(vocab=vocab, unk_token="?"))
+    raw.pre_tokenizer = pre_tokenizers.Whitespace()
+    model = GPT2LMHeadModel(GPT2Config(n_layer=1, n_head=1, n_embd=8, vocab_size=5,
+                                       n_positions=8))
+    for name, specials in (("unk_only", {"unk_token": "?"}), ("none", {})):
+        folder = tmp_path / name
+        model.save_pretrained(folder)
+        PreTrainedTokenizerFast(tokenizer_object=raw, **specials).save_pretrained(folder)
+    hf = load_causal_lm(tmp_path / "unk_only")  # no eos: unk pads
+    assert hf.tokenizer.pad_token == "?"
+    with pytest.raises(ConfigError, match="no pad, eos, unk or bos token"):
+        load_causal_lm(tmp_path / "none")
+    big = GPT2LMHeadModel(GPT2Config(n_layer=1, n_head=1, n_embd=8, vocab_size=3))
+    big.save_pretrained(tmp_path / "mismatch")
+    PreTrainedTokenizerFast(tokenizer_object=raw, unk_token="?").save_pretrained(
+        tmp_path / "mismatch")
+    with pytest.raises(ConfigError, match="do not belong together"):
+        load_causal_lm(tmp_path / "mismatch")
+
+
+# ---------------------------------------------------------------- real facts files
+
+def test_countryinfo_facts_in_popqa_schema(tmp_path):
+    pytest.importorskip("countryinfo")
+    from factlab.tasks.real_facts import build_facts
+
+    path = build_facts("countryinfo", tmp_path / "countries.tsv")
+    rows = load_popqa(path)
+    by = {(r.subj, r.prop_id): r for r in rows}
+    assert by[("France", 422)].obj == "Paris" and by[("Paris", 97)].obj == "France"
+    assert "French Republic" in by[("Paris", 97)].answers  # aliases, not the short codes
+    assert not any(len(a) < 4 and a.isupper() for r in rows for a in r.answers)
+    assert by[("France", 422)].s_pop > 1e7  # population as popularity
+    assert len({r.prop_id for r in rows}) == 6 and len(rows) > 1000
+    assert "Spain" in by[("France", 47)].answers  # every neighbour is a gold answer
+    side = json.loads((tmp_path / "countries.tsv.source.json").read_text())
+    assert side["licence"].startswith("MIT") and side["n_rows"] == len(rows)
+
+
+def test_fanoutqa_facts_and_fictional_subjects(tmp_path):
+    pytest.importorskip("fanoutqa")
+    pytest.importorskip("countryinfo")
+    from factlab.tasks.real_facts import as_popqa, build_facts, fictional_rows
+
+    rows = load_popqa(build_facts("fanoutqa", tmp_path / "f.tsv"))
+    assert len(rows) > 1000 and all(r.prop_id == 0 for r in rows)
+    side = json.loads((tmp_path / "f.tsv.source.json").read_text())
+    assert "CC BY-SA 4.0" in side["licence"]
+    fic = as_popqa(fictional_rows(10, torch.Generator().manual_seed(0)))
+    assert len(fic) == 30 and len({r.subj for r in fic}) == 10
+    assert {r.prop_id for r in fic} == {422, 30, 361}
+    with pytest.raises(ConfigError, match="unknown source"):
+        build_facts("wikidata", tmp_path / "x.tsv")
 
 
 def test_run_with_hooks_can_read_and_replace_activations(tiny):

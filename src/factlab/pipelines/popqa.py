@@ -1,14 +1,18 @@
-"""The extraction protocol on a real causal LM (specs/knowledge_extraction.md §9.4).
+"""The extraction protocol's data side on a real causal LM: templates, splits, prompts, scores.
 
-Protocol A (controlled multiplicity, K >= 1):
-  1. every PopQA triple becomes K declarative sentences, from K distinct templates of its
-     relation (our own `DECLARATIVE` templates, four per relation, the object always last);
-  2. continued pre-training (causal-LM loss) on the sentences of *all* subjects;
+The protocol (arXiv 2508.00901's design on real data; docs/realmodels.md):
+  0. knowledge probe: zero- and few-shot PopQA accuracy of the untouched model, per relation
+     and popularity bin (what it knew before);
+  1. every fact becomes K declarative sentences from K distinct templates of its relation
+     (our own `DECLARATIVE` templates, four per relation, the object always last);
+  2. continued pre-training (causal-LM loss) on the sentences of the P_train and P_test
+     subjects; a control group of subjects is left out, so that what fine-tuning teaches about
+     a relation's answers (its prior) is not counted as extraction;
   3. Q&A fine-tuning (``Q: {question} A: {obj}``, loss on the answer only), full or LoRA, on
      the P_train subjects of the covered relation types;
-  4. greedy Q&A on the held-out P_test subjects, scored by the PopQA rule and bucketed by
+  4. greedy Q&A on P_test and control subjects, scored by the PopQA rule and bucketed by
      covered vs uncovered relation and by `s_pop`.
-Protocol B (K = 0): no continued pre-training; `s_pop` stands in for multiplicity.
+K = 0 skips 1-2 (popularity stands in for multiplicity).
 
 Every step is seeded by explicit generators: the same config gives the same numbers.
 """
@@ -16,23 +20,21 @@ Every step is seeded by explicit generators: the same config gives the same numb
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import torch
 
-from factlab.config import ConfigError
 from factlab.models.hf import HFModel
+from factlab.pipelines.hf_lm import generate
 from factlab.runtime import make_generator
 from factlab.tasks.popqa import (
     PopQARow,
     few_shot_prompt,
-    first_line,
     is_correct,
     is_correct_normalised,
     qa_prompt,
 )
-from factlab.train.loop import EpochBatches, TrainConfig, train
 
 #: Declarative templates by prop_id; "{s}" is the subject, "{o}" the object (always last).
 DECLARATIVE: dict[int, tuple[str, ...]] = {
@@ -68,32 +70,49 @@ DECLARATIVE: dict[int, tuple[str, ...]] = {
           "{s} is the child of the mother {o}"),
     422: ("The capital of {s} is {o}", "{s} has its capital in {o}", "The capital city of {s} is {o}",
           "{s} is governed from {o}"),
+    # factlab's relations beyond PopQA's (tasks.popqa.EXTRA_TEMPLATES)
+    30: ("{s} is a country in {o}", "{s} lies on the continent of {o}", "The continent of {s} is {o}",
+         "{s} is part of the continent {o}"),
+    361: ("{s} is a country of {o}", "{s} lies in the region of {o}", "The subregion of {s} is {o}",
+          "Geographers place {s} in {o}"),
+    1549: ("The people of {s} are called {o}", "A citizen of {s} is {o}",
+           "The demonym of {s} is {o}", "Someone from {s} is called {o}"),
+    47: ("{s} shares a border with {o}", "{s} borders {o}", "A neighbour of {s} is {o}",
+         "On the border of {s} lies {o}"),
 }
 N_TEMPLATES = 4
 
 
 @dataclasses.dataclass(frozen=True)
 class Split:
-    """Which rows are P_train / P_test and which relation types are covered."""
+    """Which rows are P_train / P_test / control and which relation types are covered."""
 
-    train: list[int]  # row indices of P_train subjects
-    test: list[int]  # row indices of P_test subjects
+    train: list[int]  # row indices of P_train subjects (pre-trained and fine-tuned)
+    test: list[int]  # row indices of P_test subjects (pre-trained, never fine-tuned)
     covered: frozenset[int]  # covered prop_ids
+    control: list[int] = dataclasses.field(default_factory=list)  # never pre-trained nor tuned
 
 
 def make_split(rows: Sequence[PopQARow], test_frac: float, coverage: float,
-               gen: torch.Generator) -> Split:
-    """Split subjects (not rows) into P_train/P_test and draw round(c * n_rel) covered types."""
+               gen: torch.Generator, control_frac: float = 0.0) -> Split:
+    """Split subjects (not rows) into P_train/P_test/control; draw round(c * n_rel) covered types.
+
+    The control group takes `control_frac` of the subjects, P_test `test_frac` of the rest.
+    """
     subjects = sorted({r.subj for r in rows})
     order = torch.randperm(len(subjects), generator=gen).tolist()
-    n_test = min(len(subjects) - 1, max(1, round(test_frac * len(subjects))))
-    test_subj = {subjects[i] for i in order[:n_test]}
+    n_control = min(len(subjects) - 2, round(control_frac * len(subjects))) if control_frac else 0
+    control_subj = {subjects[i] for i in order[:n_control]}
+    rest = order[n_control:]
+    n_test = min(len(rest) - 1, max(1, round(test_frac * len(rest))))
+    test_subj = {subjects[i] for i in rest[:n_test]}
     relations = sorted({r.prop_id for r in rows})
     perm = torch.randperm(len(relations), generator=gen).tolist()
     covered = frozenset(relations[i] for i in perm[:round(coverage * len(relations))])
-    train = [i for i, r in enumerate(rows) if r.subj not in test_subj]
+    train = [i for i, r in enumerate(rows) if r.subj not in test_subj | control_subj]
     test = [i for i, r in enumerate(rows) if r.subj in test_subj]
-    return Split(train, test, covered)
+    control = [i for i, r in enumerate(rows) if r.subj in control_subj]
+    return Split(train, test, covered, control)
 
 
 def fact_templates(n_rows: int, K: int, gen: torch.Generator) -> torch.Tensor:
@@ -112,83 +131,6 @@ def declarative(row: PopQARow, j: int) -> tuple[str, str]:
 def make_corpus(rows: Sequence[PopQARow], J: torch.Tensor) -> list[tuple[str, str]]:
     """The continued-pre-training corpus: (prefix, object) for every row and j in J(row)."""
     return [declarative(row, j) for row, js in zip(rows, J.tolist()) for j in js]
-
-
-@dataclasses.dataclass
-class Batch:
-    """Right-padded token ids, attention mask and labels (-100 where no loss)."""
-
-    ids: torch.Tensor
-    mask: torch.Tensor
-    labels: torch.Tensor
-
-
-def encode_pairs(hf: HFModel, pairs: Sequence[tuple[str, str]], loss_on_prompt: bool,
-                 sep: str = " ", end: str = "") -> Batch:
-    """Encode (prompt, answer) pairs as prompt + sep + answer + end + EOS, right-padded.
-
-    The loss covers the answer and EOS, and the prompt too when `loss_on_prompt` (plain
-    language modelling). Prompt and answer are tokenised apart, so the answer's tokens are the
-    same in every prompt.
-    """
-    tok = hf.tokenizer
-    eos = tok.eos_token_id
-    seqs, labs = [], []
-    for prompt, answer in pairs:
-        p = tok(prompt, add_special_tokens=True)["input_ids"]
-        a = tok(sep + answer + end, add_special_tokens=False)["input_ids"] + [eos]
-        seqs.append(p + a)
-        labs.append((p if loss_on_prompt else [-100] * len(p)) + a)
-    width = max(len(s) for s in seqs)
-    pad = tok.pad_token_id
-    ids = torch.full((len(seqs), width), pad, dtype=torch.long)
-    labels = torch.full((len(seqs), width), -100, dtype=torch.long)
-    mask = torch.zeros((len(seqs), width), dtype=torch.long)
-    for i, (s, l) in enumerate(zip(seqs, labs)):
-        ids[i, :len(s)] = torch.tensor(s)
-        labels[i, :len(l)] = torch.tensor(l)
-        mask[i, :len(s)] = 1
-    return Batch(ids, mask, labels)
-
-
-def train_lm(model: torch.nn.Module, batch: Batch, tcfg: TrainConfig, gen: torch.Generator,
-             device: torch.device, on_eval: Callable[[int, dict], None] | None = None,
-             show_progress: bool = False, desc: str = "train") -> dict[str, float]:
-    """Minimise the causal-LM loss on `batch`, in seeded epochs of shuffled minibatches."""
-    batches = EpochBatches(batch.ids.shape[0], tcfg.batch_size, gen)
-
-    def loss_fn(step: int) -> torch.Tensor:
-        idx = batches(step)
-        ids, mask, labels = (t[idx].to(device) for t in (batch.ids, batch.mask, batch.labels))
-        width = int(mask.sum(-1).max())  # drop columns that are padding in the whole batch
-        return model(input_ids=ids[:, :width], attention_mask=mask[:, :width],
-                     labels=labels[:, :width], use_cache=False).loss
-
-    model.train()
-    params = [p for p in model.parameters() if p.requires_grad]
-    result = train(params, loss_fn, tcfg, None, on_eval, show_progress=show_progress, desc=desc)
-    model.eval()
-    result.raise_if_diverged()
-    return result.last_eval
-
-
-@torch.no_grad()
-def generate(model: torch.nn.Module, hf: HFModel, prompts: Sequence[str], max_new_tokens: int,
-             batch_size: int = 32) -> list[str]:
-    """Greedy continuations of `prompts` (left-padded batches); each cut to its first line."""
-    tok = hf.tokenizer
-    out: list[str] = []
-    model.eval()
-    for start in range(0, len(prompts), batch_size):
-        enc = tok(list(prompts[start:start + batch_size]), return_tensors="pt", padding=True)
-        ids = enc["input_ids"].to(hf.device)
-        gen_ids = model.generate(input_ids=ids, attention_mask=enc["attention_mask"].to(hf.device),
-                                 max_new_tokens=max_new_tokens, do_sample=False,
-                                 num_beams=1, pad_token_id=tok.pad_token_id,
-                                 eos_token_id=tok.eos_token_id)
-        texts = tok.batch_decode(gen_ids[:, ids.shape[1]:], skip_special_tokens=True)
-        out += [first_line(t) for t in texts]
-    return out
 
 
 def score(predictions: Sequence[str], rows: Sequence[PopQARow]) -> tuple[list[bool], list[bool]]:
@@ -212,35 +154,6 @@ def pop_bins(rows: Sequence[PopQARow], n_bins: int) -> list[int]:
     return bins
 
 
-def lora_wrap(model: torch.nn.Module, rank: int, target_modules: Sequence[str]) -> torch.nn.Module:
-    """peft LoRA (alpha = rank, no dropout) on `target_modules`; GPT-2's Conv1D gets fan_in_fan_out."""
-    from peft import LoraConfig, get_peft_model
-    from transformers.pytorch_utils import Conv1D
-
-
-    targets = list(target_modules) or default_targets(model)
-    hits = [m for n, m in model.named_modules() if n.split(".")[-1] in targets]
-    if not hits:
-        names = sorted({n.split(".")[-1] for n, m in model.named_modules()
-                        if isinstance(m, (torch.nn.Linear, Conv1D))})
-        raise ConfigError(f"target_modules: none of {targets} in the model; "
-                          f"its linear layers are {', '.join(names)}")
-    conv = any(isinstance(m, Conv1D) for m in hits)
-    config = LoraConfig(r=rank, lora_alpha=rank, lora_dropout=0.0, target_modules=targets,
-                        fan_in_fan_out=conv, bias="none", task_type="CAUSAL_LM")
-    return get_peft_model(model, config)
-
-
-def default_targets(model: torch.nn.Module) -> list[str]:
-    """c_attn for GPT-2 (a Conv1D), q_proj and v_proj for Llama-style models."""
-    names = {n.split(".")[-1] for n, _ in model.named_modules()}
-    if "c_attn" in names:
-        return ["c_attn"]
-    if {"q_proj", "v_proj"} <= names:
-        return ["q_proj", "v_proj"]
-    return ["query", "value"] if {"query", "value"} <= names else ["c_attn"]
-
-
 def evaluate_qa(model: torch.nn.Module, hf: HFModel, rows: Sequence[PopQARow],
                 prompts: Sequence[str], max_new_tokens: int) -> dict[str, Any]:
     """Greedy answers to `prompts` scored against `rows`: per-row correctness and predictions."""
@@ -261,8 +174,54 @@ def fewshot_prompts(rows: Sequence[PopQARow], pool: Sequence[PopQARow], k: int,
     return [few_shot_prompt(r, pool, k, gen) for r in rows]
 
 
+def probe_sample(rows: Sequence[PopQARow], per_relation: int, gen: torch.Generator) -> list[int]:
+    """Indices of at most `per_relation` rows of each relation, drawn without replacement."""
+    picked: list[int] = []
+    for prop in sorted({r.prop_id for r in rows}):
+        idx = [i for i, r in enumerate(rows) if r.prop_id == prop]
+        order = torch.randperm(len(idx), generator=gen).tolist()[:per_relation]
+        picked += sorted(idx[i] for i in order)
+    return picked
+
+
+def knowledge_probe(model: torch.nn.Module, hf: HFModel, rows: Sequence[PopQARow],
+                    pool: Sequence[PopQARow], fewshot_k: int, seed: int,
+                    max_new_tokens: int) -> dict[str, list]:
+    """What the model answers before training: zero-shot and PopQA few-shot, per row.
+
+    Demonstrations come from `pool` (other relation types than the target's, as in PopQA).
+    """
+    zero = evaluate_qa(model, hf, rows, qa_prompts(rows), max_new_tokens)
+    out = {"zero": zero["correct"], "zero_pred": zero["predictions"]}
+    if fewshot_k:
+        few = evaluate_qa(model, hf, rows, fewshot_prompts(rows, pool, fewshot_k, seed),
+                          max_new_tokens)
+        out.update(few=few["correct"], few_pred=few["predictions"])
+    return out
+
+
+def grouped_accuracy(rows: Sequence[PopQARow], values: dict[str, Sequence[bool]],
+                     n_pop_bins: int) -> list[dict[str, Any]]:
+    """Accuracy of each `values` column per relation and per equal-count `s_pop` bin."""
+    out: list[dict[str, Any]] = []
+    for prop in sorted({r.prop_id for r in rows}):
+        idx = [i for i, r in enumerate(rows) if r.prop_id == prop]
+        out.append({"group": "relation", "prop_id": prop, "prop": rows[idx[0]].prop,
+                    "n": len(idx), **{k: mean([v[i] for i in idx]) for k, v in values.items()}})
+    bins = pop_bins(rows, n_pop_bins)
+    for b in range(n_pop_bins):
+        idx = [i for i, x in enumerate(bins) if x == b]
+        if idx:
+            pops = sorted(rows[i].s_pop for i in idx)
+            out.append({"group": "pop_bin", "bin": b, "n": len(idx),
+                        "s_pop_median": pops[len(pops) // 2],
+                        **{k: mean([v[i] for i in idx]) for k, v in values.items()}})
+    return out
+
+
 def protocol_texts(rows: Sequence[PopQARow]) -> list[str]:
     """Every string the protocol can feed a model for `rows` (to build a test vocabulary)."""
     texts = [f"Q: {r.question} A: {' '.join(r.answers)} {r.obj}." for r in rows]
-    texts += [" ".join(DECLARATIVE[r.prop_id]).format(s=r.subj, o=r.obj) + "." for r in rows]
+    texts += [" ".join(DECLARATIVE.get(r.prop_id, ())).format(s=r.subj, o=r.obj) + "."
+              for r in rows]
     return texts

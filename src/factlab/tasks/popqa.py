@@ -8,6 +8,11 @@ Scoring is the original rule (`AlexTMallen/adaptive-retrieval`): the prediction 
 line of a greedy generation of at most 15 tokens, and it is correct when some gold answer g is
 a substring of it as g, g.lower() or g.capitalize(). The prompt is ``Q: {question} A:`` after
 15 demonstrations from the other relation types.
+
+Beyond PopQA's 16 relation types the loader accepts `EXTRA_TEMPLATES`, our own relations for
+facts files written from other offline sources (`factlab.tasks.real_facts`): continent,
+subregion, demonym and shared border (numbered by their Wikidata property), and prop_id 0 for a
+question stored verbatim (fanoutqa's single-hop sub-questions, which follow no template).
 """
 
 from __future__ import annotations
@@ -44,11 +49,20 @@ TEMPLATES: dict[int, str] = {
     560: "What sport does {} play?", 484: "Who is the author of {}?",
     292: "Who is the mother of {}?", 422: "What is the capital of {}?",
 }
+#: Our relations beyond PopQA's (Wikidata property numbers); 0 = the question is verbatim.
+EXTRA_TEMPLATES: dict[int, str] = {
+    30: "On what continent is {}?", 361: "In what part of the world is {}?",
+    1549: "What is the demonym of {}?", 47: "Which country borders {}?", 0: "{}",
+}
+#: Every relation the loader accepts.
+ALL_TEMPLATES: dict[int, str] = {**TEMPLATES, **EXTRA_TEMPLATES}
 #: The `prop` name PopQA uses for each `prop_id`.
 PROP_NAMES: dict[int, str] = {
     22: "occupation", 218: "place of birth", 91: "genre", 257: "father", 182: "country",
     164: "producer", 526: "director", 97: "capital of", 533: "screenwriter", 639: "composer",
     472: "color", 106: "religion", 560: "sport", 484: "author", 292: "mother", 422: "capital",
+    30: "continent", 361: "subregion", 1549: "demonym", 47: "shares border with",
+    0: "free-form",
 }
 
 
@@ -118,9 +132,10 @@ def _parse_row(fields: list[str], col: dict[str, int], width: int, where: str) -
         prop_id = int(float(get["prop_id"]))
     except ValueError:
         raise ConfigError(f"{where}: prop_id {get['prop_id']!r} is not an integer") from None
-    if prop_id not in TEMPLATES:
+    if prop_id not in ALL_TEMPLATES:
         raise ConfigError(f"{where}: prop_id {prop_id} is not one of the 16 PopQA relations "
-                          f"({', '.join(map(str, sorted(TEMPLATES)))})")
+                          f"({', '.join(map(str, sorted(TEMPLATES)))}) nor factlab's "
+                          f"({', '.join(map(str, sorted(EXTRA_TEMPLATES)))})")
     try:
         s_pop = float(get["s_pop"])
     except ValueError:
@@ -137,8 +152,8 @@ def _parse_row(fields: list[str], col: dict[str, int], width: int, where: str) -
 
 
 def question_for(subj: str, prop_id: int) -> str:
-    """The PopQA question for (subject, relation) from the 16 templates."""
-    return TEMPLATES[prop_id].format(subj)
+    """The PopQA question for (subject, relation) from the 16 templates (or ours)."""
+    return ALL_TEMPLATES[prop_id].format(subj)
 
 
 def first_line(text: str) -> str:
