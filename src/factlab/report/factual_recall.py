@@ -16,6 +16,7 @@ import numpy as np
 
 from factlab.analysis.fits import loglog_slope
 from factlab.analysis.search import frontier
+from factlab.analysis.stats import spearman
 from factlab.report import plots
 from factlab.report.style import paper_style, save_figure
 from factlab.store.run_dir import read_split
@@ -109,12 +110,15 @@ def tradeoff_figures(run_dir: Path, threshold: float) -> list[Path]:
     front = frontier(acc, threshold)
     d, dh = cfg["model"]["d_model"], cfg["model"]["d_head"]
     n_seeds = len({r["seed"] for r in rows})
+    rho = spearman(np.array([d * dh * h for h in front], float),
+                   np.array([d * m for m in front.values()], float)) if len(front) >= 2 else None
+    decide = None if rho is None or np.isnan(rho) else f"frontier Spearman {rho:.2f}"
     with paper_style():
         fig, ax = plots.subplots(figsize=(3.6, 3.0))
         plots.heatmap(ax, grid, [d * dh * h for h in heads], [d * m for m in widths],
                       colorbar=f"test accuracy (mean of {n_seeds} seeds)", threshold=threshold,
                       path=[(heads.index(h), widths.index(m)) for h, m in front.items()],
-                      path_label=f"frontier (acc >= {threshold})",
+                      path_label=f"frontier (acc >= {threshold})", decide=decide,
                       xlabel="attention parameters d d_h H", ylabel="MLP parameters d m",
                       title=f"{cfg['task']['n_subjects'] * cfg['task']['n_relations']} facts")
         return [save_figure(fig, run_dir, "tradeoff")]
