@@ -40,6 +40,12 @@ from factlab.store.table import write_table
 
 MANIFEST = "reproduce.json"
 CLAIMS = "claims.csv"
+# Rough quick-scale seconds per claim (measured under load, docs/reproduce.md), used only to
+# start the longest claims first so that no long one is left running alone at the end.
+EXPECTED_S = {"ic-recall-samples": 900, "bios": 400, "ic-recall": 310, "ic-recall-pretrained": 310,
+              "capacity-linear": 230, "capacity-mlp": 230, "recall-sequential": 180,
+              "extraction-coverage": 166, "extraction-schedule": 149, "extraction-size": 117,
+              "hijack-prompts": 114, "extraction-multiplicity": 105, "extraction-universe": 99}
 
 
 def select(only: Sequence[str] | None = None) -> list[str]:
@@ -116,6 +122,7 @@ def reproduce(out: str | Path, scale: str = "quick", only: Sequence[str] | None 
         tasks += [{"target": sweep.target, "overrides": c.overrides, "run_id": c.run_id,
                    "run_dir": str(sweep.run_dir(c).resolve()), "experiment": sweep.name}
                   for c in sweep.cells if not summary_ok(sweep.run_dir(c))]
+    tasks.sort(key=lambda t: -EXPECTED_S.get(t["experiment"], 60))  # longest first (stable)
     total = sum(len(s.cells) for s in sweeps)
     runner = make_launcher(launcher, workers, **options)
     _log(f"reproduce: {len(sweeps)} claims at scale {scale} in {out} ({total - len(tasks)} "
