@@ -1,11 +1,12 @@
 """What a failure looks like to a user: one line and a documented exit code (docs/reliability.md).
 
     0    the command did what it was asked (a verdict of any state is a success)
-    1    a run failed (divergence, out of memory, a cell of a sweep) or the environment did
-         (permissions, a full disk, an existing file where a folder should be, a busy run
-         directory, an internal error)
-    2    bad input: an unknown experiment, key or option, an ill-typed, non-finite, negative or
-         too large value, an unreadable or malformed config, data, checkpoint or run file
+    1    a run started and failed (divergence, out of memory, a failed cell of a sweep) or the
+         environment did (permissions, a full disk, a file where factlab needs a folder, a run
+         directory another process is writing, an internal error)
+    2    bad input, refused before anything runs: an unknown experiment, key or option, an
+         ill-typed, non-finite, negative or too large value (the memory estimate included), an
+         unreadable or malformed config, data, checkpoint or run file, `--out` naming a file
     130  interrupted (Ctrl-C)
 
 `describe(err)` maps an exception to (code, line); `factlab --debug ...` shows the traceback
@@ -17,9 +18,11 @@ from __future__ import annotations
 
 import errno
 import json
+import re
 from typing import Any
 
 from factlab.config import ConfigError, flatten, to_dict
+from factlab.knobs import memory_limit
 from factlab.train.loop import DivergenceError
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
@@ -45,14 +48,39 @@ def lr_knobs(cfg: Any, lr: float) -> list[str]:
     return named or keys
 
 
+_REMOTE_DIVERGENCE = re.compile(r"DivergenceError: (training diverged at step (\d+) \((.*)\); "
+                                r"lower the learning rate \(lr=([^)]+)\))")
+
+
 def failure_line(err: BaseException, cfg: Any = None) -> str:
-    """The one line that describes why a run stopped (for failed.json and stderr)."""
-    if isinstance(err, DivergenceError) and cfg is not None:
-        knobs = lr_knobs(cfg, err.lr)
+    """The one line that describes why a run stopped (for failed.json and stderr).
+
+    A divergence, also one reported by a worker process (a cell of a launcher), names the
+    config key(s) that hold the learning rate to lower.
+    """
+    step, what, lr = getattr(err, "step", None), getattr(err, "what", ""), getattr(err, "lr", None)
+    remote = None if isinstance(err, DivergenceError) else _REMOTE_DIVERGENCE.search(str(err))
+    if remote is not None:  # a worker's divergence: say so, and where it happened
+        where = str(err)[: remote.start()].split(": worker failed")[0].rstrip(": ")
+        step, what = int(remote[2]), f"{remote[3]}; in {where}" if where else remote[3]
+        lr = float(remote[4]) if _is_float(remote[4]) else None
+        err.args = (f"training diverged at step {step} ({what}); lower the learning rate "
+                    f"(lr={remote[4]})",)
+        err.factlab_divergence = True  # type: ignore[attr-defined]
+    if (remote is not None or isinstance(err, DivergenceError)) and cfg is not None and lr:
+        knobs = lr_knobs(cfg, lr)
         if knobs:
-            err.args = (f"training diverged at step {err.step} ({err.what}); lower "
-                        f"{' or '.join(knobs)} (now {err.lr:g})",)
+            err.args = (f"training diverged at step {step} ({what}); lower "
+                        f"{' or '.join(knobs)} (now {lr:g})",)
     return describe(err)[1].removeprefix("factlab: ")
+
+
+def _is_float(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
 
 
 def describe(err: BaseException) -> tuple[int, str]:
@@ -62,20 +90,29 @@ def describe(err: BaseException) -> tuple[int, str]:
         return EXIT_INTERRUPTED, "factlab: interrupted"
     if isinstance(err, ConfigError):
         return EXIT_BAD_INPUT, f"factlab: error: {_first_line(err)}"
-    if isinstance(err, DivergenceError):
+    if isinstance(err, DivergenceError) or getattr(err, "factlab_divergence", False):
         return EXIT_FAILED, f"factlab: {_first_line(err)}"
     if name == "RunBusyError":
         return EXIT_FAILED, f"factlab: error: {_first_line(err)}"
     if isinstance(err, MemoryError) or name == "OutOfMemoryError" or (
             isinstance(err, RuntimeError) and "can't allocate memory" in str(err)):
-        return EXIT_FAILED, ("factlab: error: out of memory; lower the sizes of the config "
-                             f"({_first_line(err)[:160]})")
+        asked = re.search(r"allocate (\d+) bytes", str(err))
+        size = f" (one tensor of {_bytes(int(asked[1]))})" if asked else ""
+        return EXIT_FAILED, (f"factlab: error: out of memory{size}; this machine has "
+                             f"{_bytes(memory_limit())}; lower the sizes of the config")
     if isinstance(err, OSError):
         return EXIT_FAILED, f"factlab: error: {_os_line(err)}"
     if name in _BAD_FILE_TYPES or isinstance(err, (json.JSONDecodeError, UnicodeDecodeError)):
         return EXIT_BAD_INPUT, f"factlab: error: unreadable input ({name}: {_first_line(err)})"
     return EXIT_FAILED, (f"factlab: error: internal error {name}: {_first_line(err)[:200]} "
                          "(rerun with --debug for the traceback)")
+
+
+def _bytes(n: int) -> str:
+    for unit, size in (("TiB", 2**40), ("GiB", 2**30), ("MiB", 2**20)):
+        if n >= size:
+            return f"{n / size:.3g} {unit}"
+    return f"{n} bytes"
 
 
 def _os_line(err: OSError) -> str:

@@ -333,11 +333,11 @@ def run_sweep(sweep: Sweep, launcher: str = "local", workers: int | None = None,
     """Run the unfinished cells of `sweep` with `launcher`, then rebuild table and figure."""
 
     start = time.perf_counter()
-    write_manifest(sweep)
-    todo = [c for c in sweep.cells if not summary_ok(sweep.run_dir(c))]  # torn: rerun
     if launcher == "submitit":
         launcher_options.setdefault("folder", sweep.out / ".submitit")
-    runner = make_launcher(launcher, workers, **launcher_options)
+    runner = make_launcher(launcher, workers, **launcher_options)  # refuses before any write
+    write_manifest(sweep)
+    todo = [c for c in sweep.cells if not summary_ok(sweep.run_dir(c))]  # torn: rerun
     _log(f"sweep {sweep.name}: {len(sweep.cells)} cells in {sweep.out} "
          f"({len(sweep.cells) - len(todo)} already done, {len(todo)} to run; "
          f"launcher {launcher}, workers {getattr(runner, 'workers', None) or 'auto'})", quiet)
