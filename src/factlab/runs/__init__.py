@@ -1,0 +1,1 @@
+"""Run directories, launchers and sweeps."""
