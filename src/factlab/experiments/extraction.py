@@ -65,8 +65,8 @@ QUICK = {
     "corpus.n_answers": 8, "corpus.multiplicity": 2, "corpus.seq_len": 8, "corpus.n_noise": 16,
     "corpus.n_finetune": 1000, "model.d_model": 64, "model.d_head": 64, "model.d_mlp": 256,
     "pretrain.lr": 3e-3, "pretrain.steps": 4000, "pretrain.eval_every": 500,
-    "finetune.steps": 500, "finetune.eval_every": 50,
-    # the fine-tuning grids, centred where a 500-step budget needs them (B of LoRA starts at 0)
+    "finetune.steps": 300, "finetune.eval_every": 30,
+    # the fine-tuning grids, centred where a 300-step budget needs them (B of LoRA starts at 0)
     "finetune_lrs": "0.0003,0.001,0.003", "lora_lrs": "0.003,0.01,0.03,0.1",
 }
 PAPER: dict[str, Any] = {}
@@ -130,6 +130,11 @@ def run_extraction(cfg: ExtractionConfig, ctx: RunContext) -> Verdict:
         row = {"seed": seed, **scalars(run_pipeline(cfg, seed, ctx.device, log))}
         rows.append(row)
         ctx.log(0, "final", **row)
+    return verdict_extraction(rows)
+
+
+def verdict_extraction(rows: list[dict[str, Any]]) -> Verdict:
+    """`extraction` over the seeds of its "final" records."""
     return over_seeds(rows, judge_extraction, (), spread_of=("test_acc",))
 
 
@@ -162,6 +167,11 @@ def run_acquisition(cfg: ExtractionConfig, ctx: RunContext) -> Verdict:
     for row in rows:
         row["uniform_mass"] = 2 / cfg.corpus.seq_len
         ctx.log(0, "final", **row)
+    return verdict_acquisition(rows)
+
+
+def verdict_acquisition(rows: list[dict[str, Any]]) -> Verdict:
+    """`extraction-acquisition` over the seeds of its "final" records."""
     return over_seeds(rows, judge_acquisition, (), spread_of=("attention_mass", "relation_gap"))
 
 

@@ -104,7 +104,11 @@ def run_lora(cfg: LoRAExpConfig, ctx: RunContext) -> Verdict:
         ctx.log(count[0], "cell", **row)
         count[0] += 1
 
-    rows = sweep(cells, cfg.seeds, ctx.device, on_row)
+    return verdict_lora(sweep(cells, cfg.seeds, ctx.device, on_row))
+
+
+def verdict_lora(rows: list[dict[str, Any]]) -> Verdict:
+    """extraction-lora over the seeds of its "cell" records."""
     return over_seeds(rows, judge_lora, ("coverage", "variant"),
                       spread_of=("full_acc", "best_attention_acc", "gap", "dW_QK_top_energy",
                                  "dW_QK_align_format"))

@@ -91,8 +91,7 @@ def run_schedule(cfg: ScheduleConfig, ctx: RunContext) -> Verdict:
         ctx.log(count[0], "cell", **row)
         count[0] += 1
 
-    rows = sweep(cells, cfg.seeds, ctx.device, on_row)
-    selected = select_schedules(rows)
+    selected = select_schedules(sweep(cells, cfg.seeds, ctx.device, on_row))
     for i, row in enumerate(selected):
         ctx.log(i, "selected", **row)
     return describe_schedules(selected)
@@ -137,7 +136,11 @@ def run_attention_only(cfg: AttentionOnlyConfig, ctx: RunContext) -> Verdict:
         ctx.log(count[0], "cell", **row)
         count[0] += 1
 
-    rows = sweep(cells, cfg.seeds, ctx.device, on_row, finetune=False)
+    return verdict_attention_only(sweep(cells, cfg.seeds, ctx.device, on_row, finetune=False))
+
+
+def verdict_attention_only(rows: list[dict[str, Any]]) -> Verdict:
+    """extraction-attention-only over the seeds of its "cell" records."""
     return over_seeds(rows, judge_attention_only, ("variant",),
                       spread_of=("mlp_stored", "one_head_stored", "multi_head_stored"))
 
@@ -175,7 +178,7 @@ EXTRACTION_SCHEDULE = Experiment(
     claim="Descriptive: held-out extraction and acquisition under each lr schedule, each at its "
           "own peak lr tuned on validation, applied to pre-training and to fine-tuning.",
     config=ScheduleConfig, run=run_schedule, figures=figures_schedule, descriptive=True,
-    presets={"quick": {**QUICK, "pretrain.target_acc": 0.0, "pretrain.steps": 2000,
+    presets={"quick": {**QUICK, "pretrain.target_acc": 0.0, "pretrain.steps": 1500,
                        "pretrain_lrs": "0.001,0.003,0.01"},
              "paper": {**PAPER, "pretrain.target_acc": 0.0}},
 )

@@ -134,7 +134,11 @@ def _logger(ctx: RunContext):
 def run_multiplicity(cfg: MultiplicityConfig, ctx: RunContext) -> Verdict:
     """One pipeline per K x seed."""
     cells = [({"K": k}, with_corpus(cfg, multiplicity=k)) for k in cfg.values]
-    rows = sweep(cells, cfg.seeds, ctx.device, _logger(ctx))
+    return verdict_multiplicity(sweep(cells, cfg.seeds, ctx.device, _logger(ctx)))
+
+
+def verdict_multiplicity(rows: list[dict[str, Any]]) -> Verdict:
+    """extraction-multiplicity over the seeds of its "cell" records."""
     return over_seeds(rows, judge_multiplicity, ("K",), spread_of=("effect", "effect_cov_seen"))
 
 
@@ -142,7 +146,11 @@ def run_universe(cfg: UniverseConfig, ctx: RunContext) -> Verdict:
     """One pipeline per tau x seed (|R| = n_rel tau)."""
     n_rel = cfg.corpus.n_relations
     cells = [({"universe_size": n_rel * t}, with_corpus(cfg, n_templates=t)) for t in cfg.values]
-    rows = sweep(cells, cfg.seeds, ctx.device, _logger(ctx))
+    return verdict_universe(sweep(cells, cfg.seeds, ctx.device, _logger(ctx)))
+
+
+def verdict_universe(rows: list[dict[str, Any]]) -> Verdict:
+    """extraction-universe over the seeds of its "cell" records."""
     return over_seeds(rows, judge_universe, ("universe_size",),
                       spread_of=("effect", "effect_cov_seen"))
 
@@ -154,7 +162,11 @@ def run_coverage(cfg: CoverageConfig, ctx: RunContext) -> Verdict:
     cells += [({"mode": "relations", "coverage": c},
                with_corpus(cfg, coverage=c, coverage_mode="relations"))
               for c in cfg.relation_values]
-    rows = sweep(cells, cfg.seeds, ctx.device, _logger(ctx))
+    return verdict_coverage(sweep(cells, cfg.seeds, ctx.device, _logger(ctx)))
+
+
+def verdict_coverage(rows: list[dict[str, Any]]) -> Verdict:
+    """extraction-coverage over the seeds of its "cell" records."""
     return over_seeds(rows, judge_coverage, ("mode", "coverage"),
                       spread_of=("effect", "uncovered_acc", "retained_low_c"))
 
@@ -166,7 +178,11 @@ def run_size(cfg: SizeConfig, ctx: RunContext) -> Verdict:
         for n in cfg.values:
             cells.append(({"setup": f"K={k}, tau={tau}", "n_finetune": n},
                           with_corpus(cfg, multiplicity=k, n_templates=tau, n_finetune=n)))
-    rows = sweep(cells, cfg.seeds, ctx.device, _logger(ctx))
+    return verdict_size(sweep(cells, cfg.seeds, ctx.device, _logger(ctx)))
+
+
+def verdict_size(rows: list[dict[str, Any]]) -> Verdict:
+    """extraction-size over the seeds of its "cell" records, with the pooled collapse fit."""
     verdict = over_seeds(rows, judge_size, ("setup", "n_finetune"), spread_of=("effect",))
     pooled = mean_records(rows, ("setup", "n_finetune"))
     verdict.metrics["collapse_fit"] = log_error_fit([r["bound_x"] for r in pooled],

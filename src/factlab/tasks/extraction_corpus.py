@@ -81,34 +81,42 @@ class Vocab:
 
     @property
     def template0(self) -> int:
+        """First template token id (T_{0,0})."""
         return self.S
 
     @property
     def noise0(self) -> int:
+        """First noise token id."""
         return self.S + self.n_rel * self.tau
 
     @property
     def BOS(self) -> int:
+        """The filler of the short form."""
         return self.noise0 + self.n_noise
 
     @property
     def ANS(self) -> int:
+        """The answer-slot marker of pre-training."""
         return self.BOS + 1
 
     @property
     def QFMT(self) -> int:
+        """The question-format token (never in pre-training)."""
         return self.BOS + 2
 
     @property
     def AFMT(self) -> int:
+        """The answer-format token (never in pre-training)."""
         return self.BOS + 3
 
     @property
     def qrel0(self) -> int:
+        """First per-relation question token QREL_0."""
         return self.BOS + 4
 
     @property
     def size(self) -> int:
+        """Vocabulary size."""
         return self.qrel0 + self.n_rel
 
     def template(self, r: torch.Tensor, j: torch.Tensor) -> torch.Tensor:
@@ -116,6 +124,7 @@ class Vocab:
         return self.template0 + r * self.tau + j
 
     def is_subject(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Subject tokens."""
         return tokens < self.S
 
     def is_template(self, tokens: torch.Tensor) -> torch.Tensor:
@@ -138,11 +147,13 @@ class Corpus:
 
     @property
     def vocab(self) -> Vocab:
+        """Token-id offsets of this corpus."""
         c = self.cfg
         return Vocab(c.n_subjects, c.n_relations, c.n_templates, c.n_noise)
 
     @property
     def n_outputs(self) -> int:
+        """Answer vocabulary size n_rel * D."""
         return self.kb.n_outputs
 
     def pretrain_rows(self, subjects: torch.Tensor | None = None) -> torch.Tensor:
