@@ -24,14 +24,15 @@ REGISTRY: dict[str, str] = {
     "recall-tradeoff": "factlab.experiments.tradeoff:RECALL_TRADEOFF",
     "recall-sequential": "factlab.experiments.sequential:RECALL_SEQUENTIAL",
     "ic-recall": "factlab.experiments.ic_recall:IC_RECALL",
-    "ic-recall-samples": "factlab.experiments.ic_recall:IC_RECALL_SAMPLES",
+    "ic-recall-samples": "factlab.experiments.ic_recall_samples:IC_RECALL_SAMPLES",
     "ic-recall-pretrained": "factlab.experiments.ic_recall:IC_RECALL_PRETRAINED",
     "induction-head": "factlab.experiments.induction:INDUCTION_HEAD",
     "induction-depth": "factlab.experiments.induction:INDUCTION_DEPTH",
-    "hijack-length": "factlab.experiments.induction:HIJACK_LENGTH",
-    "hijack-prompts": "factlab.experiments.induction:HIJACK_PROMPTS",
-    "popqa-extraction": "factlab.experiments.realmodels:POPQA_EXTRACTION",
-    "bios": "factlab.experiments.realmodels:BIOS",
+    "induction-standard": "factlab.experiments.standard:INDUCTION_STANDARD",
+    "hijack-length": "factlab.experiments.hijack:HIJACK_LENGTH",
+    "hijack-prompts": "factlab.experiments.hijack:HIJACK_PROMPTS",
+    "popqa-extraction": "factlab.experiments.popqa:POPQA_EXTRACTION",
+    "bios": "factlab.experiments.bios:BIOS",
 }
 
 
