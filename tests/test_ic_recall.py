@@ -18,6 +18,7 @@ from factlab.experiments.ic_recall import (
     pattern_verdict,
     setup_for,
 )
+from factlab.experiments.ic_recall_ablations import below_target_verdict, shared_pool_summary
 from factlab.experiments.ic_recall_samples import samples_summary, samples_verdict
 from factlab.knowledge import make_knowledge_base
 from factlab.models.ic_memory import build_triplet_memory, calibrate, embedding_tables
@@ -331,6 +332,17 @@ def test_pattern_summary_combines_seeds():
     assert pattern_summary(mixed, info).state == "inconclusive"
 
 
+def test_shared_pool_control_three_states():
+    info = {"oracle_acc": 0.15}
+    low = [_pattern_rec(seed=s, hits_seen=3_000, hits_heldout=700) for s in range(3)]
+    assert shared_pool_summary(low, info).state == "holds"
+    assert shared_pool_summary([_pattern_rec(seed=s) for s in range(3)], info).state == "fails"
+    starved = [dict(r, still_improving=True) for r in low]
+    assert shared_pool_summary(starved, info).state == "inconclusive"
+    assert below_target_verdict(_pattern_rec(hits_seen=99, n_seen=100, hits_heldout=0,
+                                             n_heldout=0)).state == "inconclusive"
+
+
 def _nmin_rows(arm, sizes, fn, seeds=(0, 1, 2), status="found"):
     return [{"arm": arm, "S": s, "triplets": 8 * s, "seed": seed, "n_min": fn(8 * s),
              "status": status} for s in sizes for seed in seeds]
@@ -369,7 +381,8 @@ def test_bad_config_refused():
 
 
 def test_presets_build():
-    for name in ("ic-recall", "ic-recall-samples", "ic-recall-pretrained"):
+    for name in ("ic-recall", "ic-recall-samples", "ic-recall-pretrained",
+                 "ic-recall-shared-pool"):
         exp = get_experiment(name)
         assert exp.make_config({}).seeds == (0, 1, 2)
         assert exp.make_config({"scale": "paper"}).scale == "paper"

@@ -193,6 +193,13 @@ def pattern_summary(records: list[dict[str, Any]], info: dict[str, Any]) -> Verd
 
 def run_pattern(cfg: ICRecallConfig, ctx: RunContext) -> Verdict:
     """E1/E3: memory, then per seed the lr grid (chosen on validation) and the test."""
+    records, info = measure_pattern(cfg, ctx)
+    return pattern_summary(records, info)
+
+
+def measure_pattern(cfg: ICRecallConfig, ctx: RunContext
+                    ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """One record per seed (its lr chosen on validation) and the fixture's info."""
     setup = setup_for(cfg, ctx)
     ctx.log(0, "setup", **{k: v for k, v in setup.info.items() if not isinstance(v, str)})
     heat = sample_ic_recall(setup.kb, setup.task, cfg.n_heatmap,
@@ -225,7 +232,7 @@ def run_pattern(cfg: ICRecallConfig, ctx: RunContext) -> Verdict:
         rec = pattern_seed_record(best, seed, setup.task.k)
         ctx.log(0, "best", **rec)
         records.append(rec)
-    return pattern_summary(records, setup.info)
+    return records, setup.info
 
 
 _PATTERN_CLAIM = ("Fine-tuning only the attention of a one-layer transformer whose MLP is a "
@@ -272,4 +279,4 @@ IC_RECALL_PRETRAINED = Experiment(
 )
 
 __all__ = ["IC_RECALL", "IC_RECALL_PRETRAINED", "ICRecallConfig", "pattern_verdict",
-           "pattern_summary", "pool_seeds", "setup_for", "run_pattern"]
+           "pattern_summary", "pool_seeds", "setup_for", "run_pattern", "measure_pattern"]
