@@ -229,10 +229,9 @@ def test_huge_sizes_are_refused_with_a_memory_estimate():
 
 
 def test_debug_shows_the_traceback_and_a_closed_pipe_does_not():
+    with pytest.raises(ConfigError):  # --debug: the exception itself, hence its traceback
+        main(["show", "capacity-mlp", "d=-3", "--debug"])
     env = {**os.environ, "FACTLAB_PROGRESS": "0"}
-    out = subprocess.run([sys.executable, "-m", "factlab.cli", "show", "capacity-mlp", "d=-3",
-                          "--debug"], capture_output=True, text=True, env=env)
-    assert out.returncode != 0 and "Traceback" in out.stderr
     proc = subprocess.Popen([sys.executable, "-m", "factlab.cli", "show", "capacity-mlp"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
     proc.stdout.read(10)
@@ -244,32 +243,37 @@ def test_debug_shows_the_traceback_and_a_closed_pipe_does_not():
 # ----------------------------------------------------------------- determinism under load
 
 BURN = "import time\nt = time.time()\nwhile time.time() - t < 120: pass\n"
-SMALL = ["recall-sequential", "seed=11", "train.steps=96", "train.eval_every=8",
-         "n_test=128", "--no-progress"]
+# one run of a small config through run_experiment (imports one experiment, not the CLI's all)
+RUN = """
+import sys
+from factlab.experiments import get_experiment
+from factlab.experiments.base import run_experiment
+exp = get_experiment("recall-sequential")
+cfg = exp.make_config({"seed": "11", "train.steps": "96", "train.eval_every": "8",
+                       "n_test": "128"})
+run_experiment(exp, cfg, out=sys.argv[1], show_progress=False)
+"""
 
 
-def _run_cli(out: Path, extra_env: dict[str, str] | None = None) -> subprocess.Popen:
+def _run(out: Path) -> subprocess.Popen:
+    # the default thread policy: no thread caps from the test environment
     env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS",
                                                             "MKL_NUM_THREADS")}
-    env.update(FACTLAB_PROGRESS="0", **(extra_env or {}))
-    return subprocess.Popen([sys.executable, "-m", "factlab.cli", "run", *SMALL, "--out",
-                             str(out)], env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE)
+    return subprocess.Popen([sys.executable, "-c", RUN, str(out)], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
 
 def test_metrics_are_identical_alone_and_beside_a_cpu_burner_and_a_twin(tmp_path):
-    # default thread policy (no OMP_NUM_THREADS from the test environment): one thread
-    alone = _run_cli(tmp_path / "alone")
+    alone = _run(tmp_path / "alone")
     assert alone.wait() == 0, alone.stderr.read()
-    burners = [subprocess.Popen([sys.executable, "-c", BURN]) for _ in range(2)]
+    burner = subprocess.Popen([sys.executable, "-c", BURN])
     try:
-        twins = [_run_cli(tmp_path / f"loaded{i}") for i in range(2)]
+        twins = [_run(tmp_path / f"loaded{i}") for i in range(2)]
         for proc in twins:
             assert proc.wait() == 0, proc.stderr.read()
     finally:
-        for proc in burners:
-            proc.kill()
-            proc.wait()
+        burner.kill()
+        burner.wait()
     reference = (tmp_path / "alone" / "metrics.jsonl").read_bytes()
     assert reference and all((tmp_path / f"loaded{i}" / "metrics.jsonl").read_bytes()
                              == reference for i in range(2))
