@@ -39,17 +39,18 @@ def factlab_recall_cmd(out: Path, device: str = "cpu") -> list[str]:
                               "--force", "--out", str(out), *JAX_CONFIG, f"device={device}")
 
 
-def end_to_end(device: str = "cpu") -> dict[str, float]:
+def end_to_end(device: str = "cpu", env: dict[str, str] | None = None) -> dict[str, float]:
     """Run `factlab run` at the JAX config as a child: wall, peak RSS, steps, accuracy."""
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "run"
         wall, rss, code, log = _common.run_process(factlab_recall_cmd(out, device),
-                                                   env={"FACTLAB_PROGRESS": "0"})
+                                                   env={"FACTLAB_PROGRESS": "0", **(env or {})})
         if code != 0:
             raise RuntimeError(f"factlab run failed ({code}):\n{log[-2000:]}")
         rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     cell = next(r for r in rows if r.get("split") == "grid")
-    return {"wall": wall, "rss_gb": rss, "steps": cell["steps"], "acc": cell["acc"]}
+    return {"wall": wall, "rss_gb": rss, "steps": cell["steps"], "acc": cell["acc"],
+            "cpu": _common.run_process.last_cpu}
 
 
 def build(device: str, seed: int = 0, fold: bool = True):
@@ -108,7 +109,8 @@ def main(argv: list[str] | None = None) -> int:
     e2e = end_to_end(device)
     reached = "reached" if e2e["acc"] >= 0.99 else "did NOT reach"
     print(f"  factlab run, launch to exit: {e2e['wall']:.1f} s; {reached} 99% at step "
-          f"{e2e['steps']} (acc {e2e['acc']:.3f}); peak RSS {e2e['rss_gb']:.2f} GB", flush=True)
+          f"{e2e['steps']} (acc {e2e['acc']:.3f}); {e2e['cpu']:.1f} CPU s; peak RSS "
+          f"{e2e['rss_gb']:.2f} GB", flush=True)
     model, kb, task = build(device, fold=False)
     folded, _, _ = build(device, fold=True)
     from factlab.runtime import make_generator

@@ -58,15 +58,26 @@ CUDA_SHIM = ("import runpy, sys, torch\n"
 JAX_RUN = "import sys; sys.path.insert(0, '.'); from run import run; run(8, 8, 64, 128, 32, 32, 8, 1e-2)"
 
 
+def thread_env(threads: int) -> dict[str, str]:
+    """Environment that fixes both sides to `threads` intra-op threads (0: leave as is)."""
+    if not threads:
+        return {}
+    n = str(threads)
+    return {"OMP_NUM_THREADS": n, "MKL_NUM_THREADS": n, "FACTLAB_THREADS": n}
+
+
+ENV: dict[str, str] = {}  # set from --threads in main(); applied to every child
+
+
 def birth_reference(path: Path, python: str, iters: int,
                     extra: list[str] | None = None) -> dict[str, float]:
     """Birth's ihead_basic_main.py for `iters` iterations: wall, RSS, it/s."""
     cmd = [python, "-c", CUDA_SHIM, "ihead_basic_main.py", f"max_iters={iters}", *BIRTH_ARGS,
            *(extra or [])]
-    wall, rss, code, log = _common.run_process(cmd, cwd=path)
+    wall, rss, code, log = _common.run_process(cmd, cwd=path, env=ENV)
     if code != 0:
         raise RuntimeError(f"Birth reference failed ({code}):\n{log[-2000:]}")
-    return {"wall": wall, "rss_gb": rss, "it_s": iters / wall}
+    return {"wall": wall, "rss_gb": rss, "it_s": iters / wall, "cpu": _common.run_process.last_cpu}
 
 
 def birth_factlab(iters: int, device: str) -> dict[str, float]:
@@ -75,23 +86,25 @@ def birth_factlab(iters: int, device: str) -> dict[str, float]:
         cmd = _common.python_cmd("-m", "factlab", "run", "induction-head", "--no-progress",
                                  "--force", "--out", str(Path(tmp) / "run"), *FACTLAB_BIRTH,
                                  f"train.steps={iters}", f"device={device}")
-        wall, rss, code, log = _common.run_process(cmd, env={"FACTLAB_PROGRESS": "0"})
+        wall, rss, code, log = _common.run_process(cmd, env={"FACTLAB_PROGRESS": "0", **ENV})
     if code != 0:
         raise RuntimeError(f"factlab induction-head failed ({code}):\n{log[-2000:]}")
-    return {"wall": wall, "rss_gb": rss, "it_s": iters / wall}
+    return {"wall": wall, "rss_gb": rss, "it_s": iters / wall, "cpu": _common.run_process.last_cpu}
 
 
 def recall_reference(path: Path, python: str) -> dict[str, float]:
     """The JAX reference's run() to 99%: wall and RSS."""
-    wall, rss, code, log = _common.run_process([python, "-c", JAX_RUN], cwd=path)
+    wall, rss, code, log = _common.run_process([python, "-c", JAX_RUN], cwd=path, env=ENV)
     if code != 0:
         raise RuntimeError(f"JAX reference failed ({code}):\n{log[-2000:]}")
-    return {"wall": wall, "rss_gb": rss, "final": log.strip().splitlines()[-1]}
+    return {"wall": wall, "rss_gb": rss, "cpu": _common.run_process.last_cpu,
+            "final": log.strip().splitlines()[-1]}
 
 
 def _side(label: str, r: dict[str, float], rate: bool) -> str:
     extra = f", {r['it_s']:.3f} it/s" if rate else ""
-    return f"  {label}: process {r['wall']:.1f} s{extra}, peak RSS {r['rss_gb']:.2f} GB"
+    cpu = f", {r['cpu']:.1f} CPU s" if "cpu" in r else ""
+    return f"  {label}: process {r['wall']:.1f} s{extra}{cpu}, peak RSS {r['rss_gb']:.2f} GB"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -106,12 +119,17 @@ def main(argv: list[str] | None = None) -> int:
                              "num_data_workers=2 (its default spawns 60 sampler processes)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--only", choices=("birth", "recall"), default=None)
+    parser.add_argument("--threads", type=int, default=0,
+                        help="intra-op threads for both sides (default: each side's own)")
     parser.add_argument("--json", type=Path, help="also write the numbers here")
     args = parser.parse_args(argv)
     import torch
 
+    ENV.update(thread_env(args.threads))
     _common.header("compare references: reference entry point, then factlab, same run",
                    args.device)
+    if ENV:
+        print(f"  both sides run with {args.threads} intra-op thread(s)")
     results: dict[str, dict] = {}
     if args.only in (None, "birth"):
         print(f"Birth README configuration, {args.iters} iterations", flush=True)
@@ -130,6 +148,9 @@ def main(argv: list[str] | None = None) -> int:
             ref, ours = results["birth_reference"], results["birth_factlab"]
             print(_common.ratio_line("factlab it/s", ours["it_s"], "reference (same run)",
                                      ref["it_s"], " it/s"))
+            print(f"  CPU seconds per iteration: reference {ref['cpu'] / args.iters:.2f}, "
+                  f"factlab {ours['cpu'] / args.iters:.2f} "
+                  f"({ref['cpu'] / ours['cpu']:.2f}x less work for factlab)")
             print(f"  peak RSS: factlab {ours['rss_gb']:.2f} GB vs reference "
                   f"{ref['rss_gb']:.2f} GB ({ours['rss_gb'] / ref['rss_gb']:.2f}x)")
     if args.only in (None, "recall"):
@@ -139,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             results["recall_reference"] = recall_reference(args.recall, args.recall_python)
             print(_side("reference run()", results["recall_reference"], False), flush=True)
-        ours = end_to_end(args.device)
+        ours = end_to_end(args.device, ENV)
         results["recall_factlab"] = ours
         print(_side("factlab run recall-tradeoff", ours, False)
               + f"; acc {ours['acc']:.3f} at step {ours['steps']}", flush=True)
@@ -148,6 +169,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  process time to 99%: factlab {ours['wall']:.1f} s = "
                   f"{ref['wall'] / ours['wall']:.2f}x faster than the reference "
                   f"({ref['wall']:.1f} s, same run)")
+            print(f"  CPU seconds to 99%: reference {ref['cpu']:.1f}, factlab {ours['cpu']:.1f}")
             print(f"  peak RSS: factlab {ours['rss_gb']:.2f} GB vs reference "
                   f"{ref['rss_gb']:.2f} GB")
     if args.json:

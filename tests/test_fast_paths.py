@@ -93,8 +93,11 @@ def test_frozen_weights_get_no_gradient_buffers_on_the_fast_path():
 
 
 @pytest.mark.parametrize("chunk", [7, 64, 4096])
-def test_mlp_memory_fused_loss_equals_cross_entropy_and_its_gradients(chunk, gen):
+@pytest.mark.parametrize("scale", [1.0, 300.0])  # 300: |h| > 40, the row-max branch
+def test_mlp_memory_fused_loss_equals_cross_entropy_and_its_gradients(chunk, scale, gen):
     memory = MLPMemory(100, 60, 16, 32, gen)
+    with torch.no_grad():
+        memory.W_out.mul_(scale)
     x = torch.randint(0, 100, (90,), generator=gen)
     y = torch.randint(0, 60, (90,), generator=gen)
     ref = F.cross_entropy(memory(x), y)

@@ -38,17 +38,26 @@ class _ChunkedReadoutCE(torch.autograd.Function):
     @staticmethod
     def forward(ctx, h: torch.Tensor, U: torch.Tensor, y: torch.Tensor,  # type: ignore[override]
                 chunk: int) -> torch.Tensor:
-        n = h.shape[0]
+        n, M = h.shape[0], U.shape[0]
         grad = torch.empty_like(h)
         total = h.new_zeros(())
+        # logit_ij <= |h_i| max_j |u_j| =: s_i, so shifting row i by s_i keeps exp <= 1, and an
+        # extra input column of -s_i against a row of ones makes the product write the shifted
+        # logits itself (no max pass, no subtract pass). A row with s_i > 40 could underflow
+        # every exp (logits >= -s_i), so its chunk also subtracts the row max.
+        u_max = U.norm(dim=1).max()
+        Ut = torch.cat([U.T, U.new_ones(1, M)])  # [d + 1, M]
+        buf = h.new_empty(min(chunk, n), M)  # one logits buffer for every chunk
         for start in range(0, n, chunk):
             hc, yc = h[start:start + chunk], y[start:start + chunk]
-            logits = hc @ U.T  # [c, M]
-            top = logits.amax(1, keepdim=True)
+            shift = hc.norm(dim=1, keepdim=True) * u_max
+            logits = torch.mm(torch.cat([hc, -shift], 1), Ut, out=buf[: len(hc)])  # [c, M]
+            if bool((shift > 40).any()):
+                logits.sub_(logits.amax(1, keepdim=True))
             picked = logits.gather(1, yc[:, None])
-            p = logits.sub_(top).exp_()  # in place: the buffer holds exp(logit - max)
+            p = logits.exp_()  # in place: the buffer holds exp(logit - shift)
             z = p.sum(1, keepdim=True)
-            total += (top + z.log() - picked).sum()
+            total += (z.log() - picked).sum()  # the loss does not depend on the shift
             # (softmax - onehot) U = (exp @ U) / z - U[y]: no pass to normalise the buffer
             g = torch.mm(p, U, out=grad[start:start + chunk])
             g.div_(z).sub_(U[yc])
@@ -121,7 +130,8 @@ class MLPMemory(HookedModule):
         """
         if any(hp._fns for hp in self.hook_dict.values()):
             return F.cross_entropy(self(x), y)
-        h = torch.relu(self.E[x] @ self.W_in + self.b_in) @ self.W_out
+        # bias folded into the product and ReLU in place: two fewer passes over [batch, m]
+        h = torch.addmm(self.b_in, self.E[x], self.W_in).relu_() @ self.W_out
         return _ChunkedReadoutCE.apply(h, self.U, y, chunk)
 
     @torch.no_grad()
