@@ -323,6 +323,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if debug:
             raise
         code, line = describe(err)
+        if args.command == "report" and code == 1 and not isinstance(err, OSError):
+            # report only reads stored files: what it cannot make sense of is bad input
+            code, line = 2, line.replace("internal error", f"cannot read {args.run_dir}:", 1)
         sys.stderr.write(line + "\n")
         return code
 
