@@ -368,3 +368,13 @@ def test_schedule_is_descriptive_and_reads_the_validation_choice():
     v = ETR.describe_schedules(selected)
     assert v.state == "descriptive" and v.holds is None
     assert get_experiment("extraction-schedule").descriptive
+
+
+def test_cells_share_a_pretraining_only_when_it_is_the_same():
+    from factlab.pipelines.extraction_grid import pretrain_key, with_corpus
+    cfg = get_experiment("extraction").make_config({"scale": "quick"})
+    same = [with_corpus(cfg, coverage=0.25, coverage_mode="relations"),
+            with_corpus(cfg, n_finetune=10), dataclasses.replace(cfg, method="lora")]
+    assert all(pretrain_key(c) == pretrain_key(cfg) for c in same)
+    other = [with_corpus(cfg, multiplicity=1), dataclasses.replace(cfg, pretrain_schedule="step")]
+    assert all(pretrain_key(c) != pretrain_key(cfg) for c in other)

@@ -67,6 +67,8 @@ def make_trend_figure(key: str, xlabel: str, log_x: bool = False,
             curves(ax, values, series, logx=log_x, xlabel=xlabel, ylabel="accuracy")
             threshold_line(ax, rows[0]["chance_block"], "chance 1/D", color="gray")
             ax.set_ylim(0, 1.02)
+            ax.set_xticks(values, [f"{v:g}" for v in values])
+            ax.minorticks_off()
             ax.legend(fontsize=5)
             collapse_panel(bx, rows)
             fig.subplots_adjust(wspace=0.35)
