@@ -29,12 +29,13 @@ from factlab.analysis.verdicts import Verdict, combine_seeds, decide, inconclusi
 from factlab.config import ExperimentConfig, require
 from factlab.experiments.base import Experiment, RunContext
 from factlab.models.standard import STANDARD_POS, StandardConfig
-from factlab.probes.hijack import head_scores
+from factlab.pipelines.hijack_prompts import hijack_rates
+from factlab.probes.hijack import head_scores, standard_probe
 from factlab.probes.induction import loss_metrics
 from factlab.report.induction import figures_standard
 from factlab.runtime import derive_seed, make_generator
 from factlab.store.run_dir import read_split
-from factlab.tasks.trigger_bigram import TriggerTaskConfig, make_prompts, peaked_queries
+from factlab.tasks.trigger_bigram import TriggerTaskConfig
 from factlab.train.loop import TrainConfig
 from factlab.train.trigger import TEST_SEED, fixed_batch, train_trigger_model
 
@@ -73,18 +74,6 @@ class StandardExpConfig(ExperimentConfig):
                 "must cover task.seq_len and prompt_len")
 
 
-def standard_probe(model: torch.nn.Module, batch) -> dict[str, float]:
-    """Validation probes: losses, acc_end and the best head scores of layers 1 and 2."""
-    x, y, outs = batch
-    logits, cache = model.run_with_cache(x, names_filter=lambda n: n.endswith("hook_pattern"))
-    out = loss_metrics(logits, y, outs)
-    s0 = head_scores(cache["blocks.0.attn.hook_pattern"], x, outs)
-    s1 = head_scores(cache["blocks.1.attn.hook_pattern"], x, outs)
-    out.update(prev_score=float(s0["prev"].max()), induction_score=float(s1["induction"].max()),
-               acc=out["acc_end"])
-    return out
-
-
 def scheme_record(cfg: StandardExpConfig, ctx: RunContext, seed: int,
                   scheme: str) -> dict[str, Any]:
     """Train one scheme from `seed`; head scores, acc_end vs null and hijack rates on test."""
@@ -117,14 +106,10 @@ def test_record(cfg: StandardExpConfig, ctx: RunContext, seed: int, trained,
            "induction_score": float(s1["induction"].max()),
            "induction_null": float(s1["induction_null"][0]),
            "improving": improving}
-    queries = peaked_queries(stats, 0.3)
-    w = stats.unigram[queries].float()
     for name, n_o in (("p1", cfg.p1_n), ("p2", 0)):
-        batch = make_prompts(stats, cfg.n_prompts, cfg.prompt_len, n_o, queries=queries,
-                             query_weights=w, gen=make_generator(derive_seed(seed, name)))
-        pred = model(batch.tokens.to(ctx.device))[:, -1].argmax(-1).cpu()
-        rec[f"{name}_in_context"] = float((pred == batch.o).float().mean())
-        rec[f"{name}_global"] = float((pred == batch.jstar).float().mean())
+        rates = hijack_rates(model, stats, cfg.n_prompts, cfg.prompt_len, n_o,
+                             derive_seed(seed, name), ctx.device)
+        rec[f"{name}_in_context"], rec[f"{name}_global"] = rates["in_context"], rates["global"]
     return rec
 
 

@@ -157,3 +157,19 @@ def score_cells(trained: TrainedModel, cells: list[tuple[str, str, dict[str, Any
                "tie_jstar_model": tie["picks_jstar"] if tie else -1.0,
                "tie_jstar_formula": tie["predicted_jstar"] if tie else -1.0}
     return rows, summary
+
+
+@torch.no_grad()
+def hijack_rates(model: torch.nn.Module, stats, n: int, L: int, n_o: int, seed: int,
+                 device: torch.device | str = "cpu") -> dict[str, float]:
+    """Argmax rates of o (in-context) and j* (global) on n prompts with n_o evidence pairs.
+
+    For any model (no paths needed): queries with a peaked bigram row, drawn ∝ π_u.
+    """
+    queries = peaked_queries(stats, 0.3)
+    batch = make_prompts(stats, n, L, n_o, queries=queries,
+                         query_weights=stats.unigram[queries].float(),
+                         gen=make_generator(seed))
+    pred = model(batch.tokens.to(device))[:, -1].argmax(-1).cpu()
+    return {"in_context": float((pred == batch.o).float().mean()),
+            "global": float((pred == batch.jstar).float().mean())}

@@ -22,6 +22,7 @@ import math
 import torch
 
 from factlab.models.two_layer import TwoLayerModel
+from factlab.probes.induction import loss_metrics
 from factlab.tasks.trigger_bigram import PromptBatch
 
 
@@ -126,3 +127,15 @@ def prev_token_at_outputs(A1: torch.Tensor, outs: torch.Tensor, lo: int = 1,
         return -1.0
     ok = A1[:, t].argmax(-1) == (t - 1)
     return float(ok[sel].float().mean())
+
+
+def standard_probe(model: torch.nn.Module, batch) -> dict[str, float]:
+    """Validation probes: losses, acc_end and the best head scores of layers 1 and 2."""
+    x, y, outs = batch
+    logits, cache = model.run_with_cache(x, names_filter=lambda n: n.endswith("hook_pattern"))
+    out = loss_metrics(logits, y, outs)
+    s0 = head_scores(cache["blocks.0.attn.hook_pattern"], x, outs)
+    s1 = head_scores(cache["blocks.1.attn.hook_pattern"], x, outs)
+    out.update(prev_score=float(s0["prev"].max()), induction_score=float(s1["induction"].max()),
+               acc=out["acc_end"])
+    return out
