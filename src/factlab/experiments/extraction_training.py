@@ -178,8 +178,8 @@ EXTRACTION_SCHEDULE = Experiment(
     claim="Descriptive: held-out extraction and acquisition under each lr schedule, each at its "
           "own peak lr tuned on validation, applied to pre-training and to fine-tuning.",
     config=ScheduleConfig, run=run_schedule, figures=figures_schedule, descriptive=True,
-    presets={"quick": {**QUICK, "pretrain.target_acc": 0.0, "pretrain.steps": 1500,
-                       "pretrain_lrs": "0.001,0.003,0.01"},
+    presets={"quick": {**QUICK, "pretrain.target_acc": 0.0, "pretrain.steps": 1000,
+                       "pretrain.eval_every": 250, "pretrain_lrs": "0.01,0.03"},
              "paper": {**PAPER, "pretrain.target_acc": 0.0}},
 )
 

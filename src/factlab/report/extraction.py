@@ -34,7 +34,7 @@ def collapse_panel(ax: Any, rows: Rows, group: str | None = None) -> dict[str, f
     """log held-out error against x = Ñ_f K² log|R| / (2|R|²), pooled, with its fit."""
     x = np.array([r["bound_x"] for r in rows], float)
     acc = np.array([r["test_acc"] for r in rows], float)
-    groups = sorted({str(r.get(group, "")) for r in rows}) if group else [""]
+    groups = list(dict.fromkeys(str(r.get(group, "")) for r in rows)) if group else [""]
     for i, g in enumerate(groups):
         sel = np.array([str(r.get(group, "")) == g for r in rows]) if group else np.ones(len(x), bool)
         ax.scatter(x[sel], np.clip(1 - acc[sel], 1e-3, 1), s=8, color=f"C{i}", label=g or None)
@@ -43,8 +43,8 @@ def collapse_panel(ax: Any, rows: Rows, group: str | None = None) -> dict[str, f
         xs = np.linspace(x.min(), x.max(), 50)
         ax.plot(xs, np.exp(fit["a"] - fit["b"] * xs), "k--", lw=1,
                 label=f"fit b={fit['b']:.3g}, R²={fit['r2']:.2f}")
-    ax.set(yscale="log", xlabel=r"x = $\tilde N_f K^2 \log|R| / (2|R|^2)$",
-           ylabel="held-out error")
+    ax.set(yscale="log", ylim=(1e-2, 1.05), xlabel=r"x = $\tilde N_f K^2 \log|R| / (2|R|^2)$",
+           ylabel="held-out error (each seed)")
     ax.legend(fontsize=5)
     return fit
 
