@@ -82,6 +82,9 @@ class DivergenceError(RuntimeError):
         super().__init__(f"training diverged at step {step} ({what}); lower the learning rate "
                          f"(lr={lr:g})")
 
+    def __reduce__(self) -> tuple:  # a worker process sends it to the driver by pickling
+        return (type(self), (self.step, self.what, self.lr))
+
 
 def check_finite_loss(loss: float, step: int, cfg: TrainConfig, lr: float | None = None) -> None:
     """Raise `DivergenceError` for a non-finite loss or one above `cfg.max_loss`."""
