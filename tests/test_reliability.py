@@ -90,6 +90,10 @@ def test_a_divergent_run_of_every_experiment_stops_with_one_line(name, tmp_path,
     err = capfd.readouterr().err
     if code == 2 and "model" in err:
         pytest.skip(f"{name} needs a model this machine lacks: {err.strip()}")
+    if code == 0 and name.startswith("ic-recall"):
+        # only W_QK trains and the output is an attention average of fixed values: the loss
+        # stays bounded at any lr, so nothing diverges (the guard itself: tests/test_train.py)
+        pytest.skip(f"{name}: a bounded loss does not diverge at lr=1e30")
     assert code == 1 and len(_lines(err)) == 1 and "diverged at step" in err, err
     assert "1e+30" in err and not (out / "summary.json").exists()
     assert json.loads((out / "failed.json").read_text())["status"] == "failed"
