@@ -23,8 +23,9 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from factlab.experiments.base import run_experiment
-    from factlab.experiments.capacity import CAPACITY_LINEAR, CapacityConfig, train_memory
-    from factlab.train.ensemble import train_memories_ensemble
+    from factlab.experiments.capacity import CAPACITY_LINEAR, CapacityConfig
+    from factlab.pipelines.capacity_search import train_memories_ensemble
+    from factlab.train.recipes import train_memory
 
     device = torch.device(args.device)
     _common.header("bench ensemble: stacked seeds vs a loop", args.device)

@@ -103,7 +103,7 @@ def test_eval_enumerates_all_triplets_and_seen_mask(gen):
 
 @pytest.mark.parametrize("key", ["a", "b"])
 def test_constructed_memory_oracle(gen, key):
-    """M1 recalls every stored triplet from the ideal attention output (spec §5, §9)."""
+    """M1 recalls every stored triplet from the ideal attention output (docs/ic_recall.md)."""
     task = _task(n_subjects=128)
     kb = make_ic_knowledge_base(task)
     W_E, W_U = embedding_tables(task.vocab, kb.n_outputs, 512, gen)

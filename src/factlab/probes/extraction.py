@@ -92,7 +92,7 @@ def relation_direction_cosine(vectors: torch.Tensor) -> dict[str, float]:
 
 
 def bound_x(n_finetune: float, multiplicity: float, universe: float) -> float:
-    """x = Ñ_f K² log|R| / (2 |R|²), the exponent of the held-out error bound (spec §1)."""
+    """x = Ñ_f K² log|R| / (2 |R|²), the exponent of the held-out error bound of arXiv 2508.00901."""
     return n_finetune * multiplicity**2 * math.log(universe) / (2 * universe**2)
 
 
