@@ -21,7 +21,7 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("--experiment", default="",
                        help="default: capacity-linear (quick) or capacity-mlp (full)"),
         p.add_argument("--rounds", type=int, default=0, help="repeats (default 1, full 2)")))
-    from factlab.runs.launchers import physical_cores
+    from factlab.launchers import physical_cores
     from factlab.runs.sweep import plan_sweep, run_sweep
 
     n = args.workers or physical_cores()

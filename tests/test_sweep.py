@@ -223,7 +223,7 @@ def test_cli_sweep_refuses_bad_cells_and_extras_stay_optional(tmp_path, capsys):
     with pytest.raises(SystemExit) as exc:  # argparse's own one-line error
         main(["sweep", "capacity-linear", "d=8", "--launcher", "nope"])
     assert exc.value.code == 2
-    code = ("import sys, factlab.cli, factlab.runs.sweep, factlab.runs.launchers, "
+    code = ("import sys, factlab.cli, factlab.runs.sweep, factlab.launchers, "
             "factlab.train.ensemble; sys.exit(int(any(m in sys.modules for m in ('ray', 'submitit'))))")
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
 

@@ -16,8 +16,8 @@ from typing import Any
 import torch
 
 from factlab.config import apply_overrides, flatten, to_dict
+from factlab.launchers import make_launcher
 from factlab.models.one_layer import OneLayerConfig
-from factlab.runs.launchers import make_launcher
 from factlab.runtime import derive_seed, progress
 from factlab.tasks.factual_recall import RecallTaskConfig
 from factlab.train.loop import TrainConfig

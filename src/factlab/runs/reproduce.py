@@ -30,10 +30,10 @@ from typing import Any
 
 from factlab.config import ConfigError
 from factlab.experiments import REGISTRY
+from factlab.launchers import make_launcher
 from factlab.report.collect import collect, summary_line
 from factlab.report.html import write_report
 from factlab.report.papers import paper_of
-from factlab.runs.launchers import make_launcher
 from factlab.runs.sweep import Sweep, load_experiment, plan_sweep, run_cell, write_manifest
 from factlab.store.run_dir import summary_ok, write_json_atomic
 from factlab.store.table import write_table

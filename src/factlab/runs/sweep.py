@@ -44,8 +44,8 @@ from typing import Any
 from factlab.config import ConfigError, parse_override_args, to_dict
 from factlab.experiments import REGISTRY, get_experiment
 from factlab.experiments.base import Experiment, run_experiment
+from factlab.launchers import format_exception, make_launcher
 from factlab.report.trend import draw_trend
-from factlab.runs.launchers import format_exception, make_launcher
 from factlab.store.run_dir import run_id, summary_ok, write_json_atomic
 from factlab.store.table import (  # re-exported: the table API lives in store.table
     ERROR,
