@@ -27,21 +27,23 @@ def fraction_reached(rows: Sequence[dict[str, Any]], key: str, fraction: float) 
     return first_step(rows[1:], key, lambda v: v <= level)
 
 
-def still_improving(rows: Sequence[dict[str, Any]], key: str, tail: float = 0.2,
-                    tol: float = 0.02) -> bool:
-    """Whether an increasing `key` rose by more than `tol` over the last `tail` of the steps."""
+def rose_in_tail(rows: Sequence[dict[str, Any]], key: str, tail: float = 0.2,
+                 tol: float = 0.02) -> bool:
+    """Whether an increasing `key` rose by more than `tol` over the last `tail` of the steps (a
+    cheap tail test; `analysis.stats.still_improving` is the budget-extrapolation rule)."""
     end = rows[-1]["step"]
     ref = next((r for r in rows if r["step"] >= (1 - tail) * end), rows[-1])
     return rows[-1][key] - ref[key] > tol
 
 
-def mean_records(records: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    """Key-wise mean of per-seed records (numbers averaged, nested dicts recursed; inf stays)."""
+def mean_record(records: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """One record, the key-wise mean of per-seed records (numbers averaged, nested dicts recursed;
+    inf stays). Not `analysis.seeds.mean_records`, which averages each cell of a table."""
     out: dict[str, Any] = {}
     for key, first in records[0].items():
         vals = [r[key] for r in records if key in r]
         if isinstance(first, dict):
-            out[key] = mean_records(vals)
+            out[key] = mean_record(vals)
         elif isinstance(first, bool):
             out[key] = sum(vals) / len(vals) >= 0.5
         elif isinstance(first, (int, float)):

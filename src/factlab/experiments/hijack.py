@@ -26,7 +26,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from factlab.analysis.curves import mean_records
+from factlab.analysis.curves import mean_record
 from factlab.analysis.verdicts import Verdict, combine_seeds, decide, inconclusive, spread
 from factlab.config import require
 from factlab.experiments.base import Experiment, RunContext
@@ -118,7 +118,7 @@ def hijack_length_verdict(per_seed: list[dict[str, Any]], hi: int) -> Verdict:
     evidence = "; ".join(
         f"{s} past-T prev-token {spread([r[s][f'x{hi}']['prev_token_late'] for r in per_seed], '.2f')}"
         for s in schemes)
-    mean = length_seed_verdict(mean_records(per_seed), hi)
+    mean = length_seed_verdict(mean_record(per_seed), hi)
     return combine_seeds(mean, [length_seed_verdict(r, hi) for r in per_seed],
                          f"{evidence}; seed mean: {mean.evidence}",
                          {"per_seed": per_seed})
@@ -178,7 +178,7 @@ def hijack_prompts_verdict(per_seed: list[dict[str, Any]]) -> Verdict:
     evidence = "; ".join(
         f"{s} λ {spread([r[s]['lambda'] for r in per_seed], '.2f')}, c "
         f"{spread([r[s]['c'] for r in per_seed], '.2f')}" for s in per_seed[0])
-    mean = prompts_seed_verdict(mean_records(per_seed))
+    mean = prompts_seed_verdict(mean_record(per_seed))
     return combine_seeds(mean, [prompts_seed_verdict(r) for r in per_seed],
                          f"{evidence}; seed mean: {mean.evidence}",
                          {"per_seed": per_seed})

@@ -31,8 +31,8 @@ from factlab.analysis.curves import (
     first_step,
     fmt_step,
     fraction_reached,
-    mean_records,
-    still_improving,
+    mean_record,
+    rose_in_tail,
 )
 from factlab.analysis.nulls import order_free_accuracies
 from factlab.analysis.verdicts import Verdict, combine_seeds, decide, inconclusive, spread
@@ -141,7 +141,7 @@ def head_seed_verdict(m: dict[str, float]) -> Verdict:
 def induction_head_verdict(per_seed: list[dict[str, float]]) -> Verdict:
     """Combine the per-seed milestone records (one per seed) into the claim's verdict."""
     verdicts = [head_seed_verdict(m) for m in per_seed]
-    mean = mean_records(per_seed)
+    mean = mean_record(per_seed)
     orders = [" < ".join(sorted(PROBES, key=lambda k: m[k])) for m in per_seed]
     evidence = (f"seed mean: {head_seed_verdict(mean).evidence}; per-seed orders: "
                 f"{'; '.join(orders)}; final acc_end "
@@ -172,7 +172,7 @@ def depth_record(cfg: InductionConfig, ctx: RunContext, seed: int) -> dict[str, 
         tag = f"layers{layers}"
         models[layers] = train_seed(cfg, ctx, seed, tag,
                                     dataclasses.replace(cfg.model, n_layers=layers))
-        rec[f"improving{layers}"] = still_improving(seed_rows(ctx, tag, seed), "acc_end")
+        rec[f"improving{layers}"] = rose_in_tail(seed_rows(ctx, tag, seed), "acc_end")
     rec.update(depth_test(cfg, ctx, seed, models))
     return rec
 
@@ -206,7 +206,7 @@ def depth_seed_verdict(r: dict[str, Any]) -> Verdict:
 
 def induction_depth_verdict(per_seed: list[dict[str, Any]]) -> Verdict:
     """Combine per-seed depth records into the claim's verdict."""
-    mean = mean_records(per_seed)
+    mean = mean_record(per_seed)
     evidence = (f"one layer {spread([r['acc1'] for r in per_seed])}, two layers "
                 f"{spread([r['acc2'] for r in per_seed])}, best order-free null "
                 f"{spread([r['null_best'] for r in per_seed])}")

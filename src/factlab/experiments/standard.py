@@ -23,7 +23,7 @@ from typing import Any
 
 import torch
 
-from factlab.analysis.curves import mean_records, still_improving
+from factlab.analysis.curves import mean_record, rose_in_tail
 from factlab.analysis.nulls import order_free_accuracies
 from factlab.analysis.verdicts import Verdict, combine_seeds, decide, inconclusive, spread
 from factlab.config import ExperimentConfig, require
@@ -86,7 +86,7 @@ def scheme_record(cfg: StandardExpConfig, ctx: RunContext, seed: int,
     rows = [r for r in read_split(ctx.store.root, "val")
             if r.get("seed") == seed and r.get("scheme") == scheme]
     with torch.no_grad():
-        return test_record(cfg, ctx, seed, trained, still_improving(rows, "acc_end"))
+        return test_record(cfg, ctx, seed, trained, rose_in_tail(rows, "acc_end"))
 
 
 def test_record(cfg: StandardExpConfig, ctx: RunContext, seed: int, trained,
@@ -144,7 +144,7 @@ def standard_verdict(per_seed: list[dict[str, Any]]) -> Verdict:
     evidence = "; ".join(
         f"{s} acc_end {spread([r[s]['acc_end'] for r in per_seed], '.2f')}, induction head "
         f"{spread([r[s]['induction_score'] for r in per_seed], '.2f')}" for s in per_seed[0])
-    mean = standard_seed_verdict(mean_records(per_seed))
+    mean = standard_seed_verdict(mean_record(per_seed))
     return combine_seeds(mean, [standard_seed_verdict(r) for r in per_seed],
                          f"{evidence}; seed mean: {mean.evidence}",
                          {"per_seed": per_seed})
