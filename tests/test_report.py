@@ -63,6 +63,17 @@ TOY_UNSURE = Experiment("toy-unsure", "an undecidable toy", ToyConfig,
 TOYS = [f"test_report:{n}" for n in ("TOY_HOLDS", "TOY_FAILS", "TOY_UNSURE")]
 
 
+@dataclasses.dataclass
+class NeedsInputConfig(ToyConfig):
+    """A claim with an input only the user has (like popqa-extraction's model=)."""
+
+    model: str = ""  # planted: the claim cannot run without it
+
+
+TOY_NEEDS = Experiment("toy-needs", "value > 1 on the user's model", NeedsInputConfig,
+                       _toy(2.0, "holds"), _figures, requires={"model": "a planted model path"})
+
+
 @pytest.fixture
 def user_modules(monkeypatch):
     monkeypatch.setenv("FACTLAB_ALLOW_MODULES", "1")
@@ -125,6 +136,18 @@ def test_reproduce_report_resume_and_rebuild(tmp_path, user_modules, capsys):
     assert main(["report", str(out)]) == 0
     assert "1 holds, 1 fails, 1 inconclusive" in capsys.readouterr().out
     assert result.report.read_text() == before
+
+
+def test_reproduce_skips_a_claim_that_needs_user_input(tmp_path, user_modules):
+    out = tmp_path / "rep"
+    result = reproduce(out, only=["test_report:TOY_NEEDS"], launcher="serial", quiet=True)
+    assert result.summary == "1 claim: 0 holds, 0 fails, 0 inconclusive, 1 skipped"
+    [row] = collect(out)
+    assert row.verdict == "skipped" and "needs model=: a planted model path" in row.reason
+    assert row.claim == TOY_NEEDS.claim and not list(out.rglob("summary.json"))
+    ran = reproduce(tmp_path / "given", only=["test_report:TOY_NEEDS"], overrides=["model=x"],
+                    launcher="serial", quiet=True)
+    assert ran.summary == "1 claim: 1 holds, 0 fails, 0 inconclusive"
 
 
 def test_report_takes_a_run_dir_and_a_sweep_dir(tmp_path, user_modules):

@@ -64,6 +64,9 @@ class Experiment:
     paper: tuple[str, str] | None = None  # (arXiv id, title); else report.papers' prefix table
     reconstruction: bool | None = None  # our own setting where the paper gives none
     verdict_keys: tuple[str, ...] = ()  # knobs the verdict rule reads (marked by `show`)
+    # knobs with no usable default (knob -> what to give): `reproduce` skips the claim, with
+    # this as its reason, unless the knob is set
+    requires: dict[str, str] = dataclasses.field(default_factory=dict)
 
     def make_config(self, overrides: dict[str, Any] | None = None) -> Any:
         """Default config, then the preset named by `scale` (if any), then `overrides`."""

