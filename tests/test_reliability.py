@@ -211,6 +211,49 @@ def test_out_naming_a_file_or_an_unwritable_place(tmp_path, capfd):
     assert code == 1 and len(_lines(err)) == 1 and "Traceback" not in err
 
 
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs Linux's /dev/full")
+def test_a_disk_that_fills_during_the_run_is_one_line_and_exit_1(tmp_path, capfd):
+    """metrics.jsonl on /dev/full: the kernel answers every write with ENOSPC, as a full disk."""
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "metrics.jsonl").symlink_to("/dev/full")
+    code = main(["run", "capacity-linear", "d=8", "seeds=0", "--out", str(out)])
+    err = capfd.readouterr().err
+    assert code == 1 and len(_lines(err)) == 1 and "no space left" in err, err
+    assert not (out / "summary.json").exists()
+
+
+def _tiny_filesystem(path: Path, free_bytes: int) -> bool:
+    """Mount a 256 KiB tmpfs at `path`, filled to `free_bytes` of room; False if not allowed."""
+    path.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(path)],
+                             capture_output=True).returncode == 0
+    if mounted:
+        with open(path / "filler", "wb") as fh:
+            try:
+                fh.write(b"\0" * (256 * 1024 - free_bytes))
+            except OSError:
+                pass  # filled past the wanted room: also a full disk
+    return mounted
+
+
+def test_a_really_full_filesystem_is_one_line_and_exit_1(tmp_path, capfd):
+    """A real filesystem with no room (a tiny tmpfs; needs root, as CI has)."""
+    disk = tmp_path / "disk"
+    if not _tiny_filesystem(disk, free_bytes=0):
+        pytest.skip("mounting a tmpfs needs root")
+    try:
+        for out in (disk / "run", disk / "sweep"):
+            command = (["run", "capacity-linear", "d=8", "seeds=0"] if out.name == "run" else
+                       ["sweep", "capacity-linear", "d=8,11", "seeds=0"])
+            code = main([*command, "--out", str(out)])
+            err = capfd.readouterr().err
+            assert code == 1 and len(_lines(err)) == 1 and "no space left" in err, err
+            assert not list(out.rglob("summary.json"))
+    finally:
+        subprocess.run(["umount", str(disk)], check=False)
+
+
 def test_environment_errors_map_to_exit_1_and_bad_files_to_exit_2(tmp_path):
     code, line = describe(OSError(errno.ENOSPC, "No space left on device", "x/metrics.jsonl"))
     assert code == 1 and "no space left" in line
