@@ -140,7 +140,9 @@ def judge(rows: list[dict[str, Any]], d: int, d_head: int) -> Verdict:
                 f">= {MIN_FRONTIER} points)")
     metrics = {"frontier_per_seed": {str(s): v.metrics["frontier"]
                                      for s, v in zip(seeds, per_seed)},
-               "n_starved": sum(bool(r["starved"]) for r in rows)}
+               "n_starved": sum(bool(r["starved"]) for r in rows),
+               "spearman_per_seed": [v.metrics["spearman"] for v in per_seed],
+               "span_per_seed": [v.metrics["mlp_span"] for v in per_seed]}
     return combine_seeds(mean, per_seed, evidence, metrics)
 
 

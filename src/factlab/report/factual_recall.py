@@ -16,7 +16,6 @@ import numpy as np
 
 from factlab.analysis.fits import loglog_slope
 from factlab.analysis.search import frontier
-from factlab.analysis.stats import spearman
 from factlab.report import plots
 from factlab.report.style import paper_style, save_figure
 from factlab.store.run_dir import read_split
@@ -30,78 +29,109 @@ def _by_seed(rows: list[dict], xs: list, x_key: str, y_key: str) -> np.ndarray:
 
 
 def capacity_figures(run_dir: Path, kind: str, slope_range: tuple[float, float]) -> list[Path]:
-    """Capacity vs parameters per MLP ratio, with the seed-mean fit and the paper's guide."""
+    """Capacity vs parameters per MLP ratio: seed bands, the seed-mean fit, the paper's guide,
+    the verdict's slope bounds through the first point and its stored slopes."""
     rows = read_split(run_dir, "capacity")
     if not rows:
         return []
+    cfg = json.loads((run_dir / "config.json").read_text())
+    stored = plots.stored_verdict(run_dir)
+    lo, hi = stored.get("slope_range", default=slope_range)
     guide = 1.3 if kind == "linear" else 0.35  # d^2 = 1.3 N ln N; m d = 0.35 N ln N
     scale = 1.0 if kind == "linear" else 2.0  # the MLP guide is on m d, P = 2 m d
     n = np.geomspace(max(2, min(r["capacity"] for r in rows) / 2),
                      max(r["capacity"] for r in rows) * 2, 50)
-    name = "d^2" if kind == "linear" else "md"
-    guides = [(scale * guide * n * np.log(n), n, f"{name} = {guide:g} N ln N")]
+    name = "$d^2$" if kind == "linear" else "$md$"
+    guides = [(scale * guide * n * np.log(n), n, f"{name} = {guide:g} $N\\,\\ln N$")]
     ratios = sorted({r["ratio"] for r in rows})
-    fits = {}
-    for ratio in ratios:
-        sel = [r for r in rows if r["ratio"] == ratio]
-        ds = sorted({r["d"] for r in sel})
-        if len(ds) >= 2:
-            fits[ratio] = loglog_slope([next(r["params"] for r in sel if r["d"] == d) for d in ds],
-                                       np.nanmean(_by_seed(sel, ds, "d", "capacity"), 0))
-    lo, hi = slope_range
-    decide = (f"slope {', '.join(f'{f[0]:.2f}' for f in fits.values()) or 'n/a'}\n"
-              f"(holds in {lo:.2f}..{hi:.2f})")
+    lines = []
     with paper_style():
         fig, ax = plots.subplots()
         for i, ratio in enumerate(ratios):
             sel = [r for r in rows if r["ratio"] == ratio]
             ds = sorted({r["d"] for r in sel})
             params = [next(r["params"] for r in sel if r["d"] == d) for d in ds]
-            last = i == len(ratios) - 1
-            plots.trend(ax, params, _by_seed(sel, ds, "d", "capacity"),
+            caps = _by_seed(sel, ds, "d", "capacity")
+            label = "linear" if kind == "linear" else f"c={ratio:g}"  # the verdict's key
+            slope = stored.get("slope", label)
+            fit = loglog_slope(params, np.nanmean(caps, 0)) if len(ds) >= 2 else None
+            plots.trend(ax, params, caps,
                         label="linear memory" if kind == "linear" else f"m = {ratio:g} d",
-                        fit=fits.get(ratio), guides=guides if last else (),
-                        decide=decide if last else None, xlabel="parameters P",
-                        ylabel="capacity N (acc >= 0.99)", title=f"{kind} associative memory")
+                        fit=fit, fit_label=None if slope is None else f"fit, slope {slope:.2f}",
+                        guides=guides if i == len(ratios) - 1 else (), xlabel="parameters $P$",
+                        ylabel=f"capacity $N$ (acc $\\geq$ {cfg.get('threshold', 0.99):g})",
+                        title=f"{kind} associative memory")
+            if i == 0:  # the bounds of the slope rule, anchored at the smallest memory
+                plots.slope_bounds(ax, params, (params[0], float(np.nanmean(caps[:, 0]))),
+                                   (lo, hi), f"slope bounds {lo:.2f}, {hi:.2f}")
+            seeds = stored.seeds(label, container="slope_per_seed")
+            lines.append(f"{label} slope {plots.seed_text(slope, seeds)}")
+        lines[-1] += f", needs {lo:.2f}–{hi:.2f}"
+        plots.annotate(ax, plots.note(stored, *lines), "lower right")
+        ax.legend(loc="upper left")
         return [save_figure(fig, run_dir, "capacity")]
 
 
 def sequential_figures(run_dir: Path) -> list[Path]:
-    """Losses and accuracies over steps (seed bands) with log(RD), log D and the plateau."""
+    """Losses and accuracies over steps (seed bands): the verdict's plateau band, the
+    relation-only and convergence bars, log(RD), the stored plateau shaded and annotated."""
+    from factlab.experiments import sequential as rule  # the verdict's constants
+
     records = read_split(run_dir, "test")
     if not records:
         return []
     cfg = json.loads((run_dir / "config.json").read_text())
+    stored = plots.stored_verdict(run_dir)
     D, R = cfg["task"]["n_answers"], cfg["task"]["n_relations"]
+    log_d = stored.get("log_D", default=math.log(D))
     steps = sorted({r["step"] for r in records})
-    plateau = [p for p in read_split(run_dir, "plateau") if p.get("seed") is None]
+    lo, hi = rule.PLATEAU_BAND
     with paper_style():
-        fig, (ax_l, ax_a) = plots.subplots(1, 2, figsize=(6.75, 2.4))
+        fig, (ax_l, ax_a) = plots.subplots(1, 2, figsize=(6.75, 2.6))
         keys = (("loss", "total"), ("loss_relation", "relation-only"),
                 ("loss_subject", "subject-only"))
+        ax_l.axhspan(lo * log_d, hi * log_d, color="0.85", lw=0, zorder=0,
+                     label=f"plateau band {lo:g}–{hi:g} log {D}")
+        plots.threshold_line(ax_l, rule.PLATEAU_REL_LOSS,
+                             f"relation-only $\\leq$ {rule.PLATEAU_REL_LOSS}")
+        plots.threshold_line(ax_l, rule.CONVERGED_LOSS_FRACTION * log_d,
+                             f"converged $\\leq$ {rule.CONVERGED_LOSS_FRACTION:g} log {D}",
+                             ls=":")
+        ax_l.axhline(math.log(R * D), color="0.5", lw=0.6, ls="-.", label=f"chance log {R * D}")
         plots.curves(ax_l, steps, {lab: _by_seed(records, steps, "step", k) for k, lab in keys},
                      xlabel="step", ylabel="test loss (nats)", title="losses")
-        plots.threshold_line(ax_l, math.log(R * D), f"log {R * D}")
-        plots.threshold_line(ax_l, math.log(D), f"log {D}", color="gray")
         plots.curves(ax_a, steps, {lab: _by_seed(records, steps, "step", k.replace("loss", "acc"))
                                    for k, lab in keys},
                      xlabel="step", ylabel="test accuracy", title="accuracies")
         ax_a.set_ylim(0, 1.02)
-        if plateau and plateau[0]["start"] is not None:
+        start, end = stored.get("plateau_start"), stored.get("plateau_end")
+        if start is not None:
             for ax in (ax_l, ax_a):
-                ax.axvspan(plateau[0]["start"], plateau[0]["end"], color="tab:red", alpha=0.15,
-                           lw=0)
-            plots.annotate(ax_l, f"seed-mean plateau\n{plateau[0]['start']}-{plateau[0]['end']}",
-                           "lower left")
+                ax.axvspan(start, end, color="tab:red", alpha=0.15, lw=0)
+        total = cfg["train"]["steps"]
+        need = rule.PLATEAU_MIN_FRACTION * total
+        length = stored.get("plateau_steps")
+        where = "no plateau" if start is None else f"plateau {start}–{end}"
+        plots.annotate(ax_a, plots.note(
+            stored, f"{where} ({'n/a' if length is None else length} steps), needs "
+                    f"≥ {need:.0f} ({rule.PLATEAU_MIN_FRACTION:.0%} of {total})",
+            f"final loss {stored.spread('final_loss', fmt='.3f')}, needs "
+            f"≤ {rule.CONVERGED_LOSS_FRACTION * log_d:.2f}"), "lower right")
+        handles, labels = ax_l.get_legend_handles_labels()  # the curves are named on the right
+        ax_l.legend(handles[:4], labels[:4], fontsize=5, loc="upper right")
         return [save_figure(fig, run_dir, "sequential")]
 
 
 def tradeoff_figures(run_dir: Path, threshold: float) -> list[Path]:
-    """Seed-mean accuracy over (attention params, MLP params) with the frontier marked."""
+    """Seed-mean accuracy over (attention params, MLP params): cells reaching the verdict's
+    threshold outlined (and marked on the colour bar), the frontier, its stored Spearman."""
+    from factlab.experiments import tradeoff as rule  # the verdict's constants
+
     rows = read_split(run_dir, "grid")
     if not rows:
         return []
     cfg = json.loads((run_dir / "config.json").read_text())
+    stored = plots.stored_verdict(run_dir)
     heads = sorted({r["heads"] for r in rows})
     widths = sorted({r["width"] for r in rows})
     acc = {(h, m): float(np.mean([r["acc"] for r in rows if (r["heads"], r["width"]) == (h, m)]))
@@ -110,15 +140,18 @@ def tradeoff_figures(run_dir: Path, threshold: float) -> list[Path]:
     front = frontier(acc, threshold)
     d, dh = cfg["model"]["d_model"], cfg["model"]["d_head"]
     n_seeds = len({r["seed"] for r in rows})
-    rho = spearman(np.array([d * dh * h for h in front], float),
-                   np.array([d * m for m in front.values()], float)) if len(front) >= 2 else None
-    decide = None if rho is None or np.isnan(rho) else f"frontier Spearman {rho:.2f}"
+    decide = plots.note(
+        stored, f"Spearman {stored.spread('spearman', over='spearman_per_seed')}, needs "
+                f"≤ {rule.MAX_SPEARMAN}",
+        f"MLP span {stored.spread('mlp_span', fmt='.1f', over='span_per_seed')}×, needs "
+        f"≥ {rule.MIN_SPAN:g}×, ≥ {rule.MIN_FRONTIER} points", width=60)
     with paper_style():
         fig, ax = plots.subplots(figsize=(3.6, 3.0))
         plots.heatmap(ax, grid, [d * dh * h for h in heads], [d * m for m in widths],
                       colorbar=f"test accuracy (mean of {n_seeds} seeds)", threshold=threshold,
                       path=[(heads.index(h), widths.index(m)) for h, m in front.items()],
-                      path_label=f"frontier (acc >= {threshold})", decide=decide,
-                      xlabel="attention parameters d d_h H", ylabel="MLP parameters d m",
+                      path_label=f"frontier (acc $\\geq$ {threshold})", decide=decide,
+                      decide_loc="below",
+                      xlabel="attention parameters $d\\,d_h H$", ylabel="MLP parameters $d\\,m$",
                       title=f"{cfg['task']['n_subjects'] * cfg['task']['n_relations']} facts")
         return [save_figure(fig, run_dir, "tradeoff")]

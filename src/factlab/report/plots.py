@@ -10,17 +10,22 @@ skipped by the mean and the band.
 
 from __future__ import annotations
 
+import dataclasses
+import json
+import math
+import textwrap
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import matplotlib.pyplot as plt
 import numpy as np
 
-from factlab.report.style import band
+from factlab.report.style import THRESHOLD_GID, annotate, band
+from factlab.report.style import threshold as threshold_line
 
-_CORNERS = {"upper left": (0.03, 0.97, "left", "top"), "upper right": (0.97, 0.97, "right", "top"),
-            "lower left": (0.03, 0.03, "left", "bottom"),
-            "lower right": (0.97, 0.03, "right", "bottom")}
+__all__ = ["annotate", "threshold_line", "Stored", "stored_verdict", "seed_text", "note",
+           "slope_bounds", "curves", "heatmap", "trend", "bars", "subplots", "seed_rows"]
 
 
 def subplots(nrows: int = 1, ncols: int = 1, **kw: Any) -> tuple[plt.Figure, Any]:
@@ -34,23 +39,84 @@ def seed_rows(values: Any) -> np.ndarray:
     return arr[None, :] if arr.ndim == 1 else arr
 
 
-def threshold_line(ax: plt.Axes, value: float, label: str | None = None, axis: str = "y",
-                   color: str = "k", **kw: Any) -> None:
-    """A dashed line at the verdict's threshold (`axis="y"`: horizontal; "x": vertical)."""
-    draw = ax.axhline if axis == "y" else ax.axvline
-    draw(value, color=color, ls=kw.pop("ls", "--"), lw=kw.pop("lw", 0.8), label=label, **kw)
+@dataclasses.dataclass
+class Stored:
+    """The verdict a run stored in summary.json; empty (state "") before the run wrote it."""
+
+    state: str = ""
+    reason: str = ""
+    evidence: str = ""
+    metrics: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    def get(self, *path: str | int, default: Any = None) -> Any:
+        """metrics[path[0]][path[1]]..., or `default` where the path is missing."""
+        node: Any = self.metrics
+        for key in path:
+            try:
+                node = node[key]
+            except (KeyError, IndexError, TypeError):
+                return default
+        return node
+
+    def seeds(self, *path: str | int, container: str = "per_seed") -> list[float]:
+        """The value at `path` in every seed's entry of metrics[container] (dict or list)."""
+        per = self.metrics.get(container) or []
+        entries = per.values() if isinstance(per, dict) else per
+        out = []
+        for entry in entries:
+            value = Stored(metrics=entry).get(*path) if isinstance(entry, dict) else None
+            out.append(float(value) if isinstance(value, (int, float)) else np.nan)
+        return out
 
 
-def annotate(ax: plt.Axes, text: str, loc: str = "upper left",
-             xy: tuple[float, float] | None = None) -> None:
-    """Write the deciding number: in a corner box (`loc`), or with an arrow to data point `xy`."""
-    box = {"boxstyle": "round,pad=0.25", "fc": "white", "ec": "0.6", "alpha": 0.85}
-    if xy is not None:
-        ax.annotate(text, xy=xy, xytext=(12, 12), textcoords="offset points", fontsize="small",
-                    bbox=box, arrowprops={"arrowstyle": "->", "lw": 0.6})
-        return
-    x, y, ha, va = _CORNERS[loc]
-    ax.text(x, y, text, transform=ax.transAxes, ha=ha, va=va, fontsize="small", bbox=box)
+    def spread(self, *path: str | int, fmt: str = ".2f", over: str | None = None) -> str:
+        """`seed_text` of the value at `path` with its seeds: those of metrics["per_seed"],
+        or the list metrics[`over`] where the verdict stores them flat."""
+        seeds = self.get(over, default=[]) if over else self.seeds(*path)
+        return seed_text(self.get(*path), seeds, fmt)
+
+
+def stored_verdict(run_dir: str | Path) -> Stored:
+    """The verdict fields of `run_dir`/summary.json (an empty `Stored` if it is absent)."""
+    path = Path(run_dir) / "summary.json"
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return Stored()
+    return Stored(data.get("verdict", ""), data.get("reason", ""), data.get("evidence", ""),
+                  data.get("metrics") or {})
+
+
+def seed_text(value: Any, seeds: Sequence[float] = (), fmt: str = ".2f") -> str:
+    """'0.74 [0.73, 0.75]': the verdict's number and its [min, max] over seeds (with >= 2)."""
+    if not isinstance(value, (int, float)) or not math.isfinite(value):
+        return "n/a"
+    finite = [v for v in seeds if v is not None and math.isfinite(v)]
+    if len(finite) < 2:
+        return f"{value:{fmt}}"
+    return f"{value:{fmt}} [{min(finite):{fmt}}, {max(finite):{fmt}}]"
+
+
+def note(stored: Stored, *lines: str, width: int = 46) -> str:
+    """The deciding-number text: '<verdict>: <first line>', the rest, and an inconclusive
+    verdict's reason, each wrapped at `width` characters."""
+    body = [line for line in lines if line]
+    if stored.state == "inconclusive" and stored.reason:
+        body.append(textwrap.shorten(stored.reason, 2 * width, placeholder=" ..."))
+    head = stored.state or "no verdict stored yet"
+    text = [f"{head}: {body[0]}" if body else head, *body[1:]]
+    return "\n".join(textwrap.fill(t, width, subsequent_indent="  ") for t in text)
+
+
+def slope_bounds(ax: plt.Axes, x: Sequence[float], anchor: tuple[float, float],
+                 slopes: Sequence[float], label: str | None = None) -> None:
+    """Log-log lines y = y0 (x / x0)^s through `anchor` = (x0, y0), one per bound s of a
+    verdict's slope rule, across the range of `x` (tagged as thresholds)."""
+    xs = np.array([min(x), max(x)], dtype=float)
+    x0, y0 = anchor
+    for i, s in enumerate(slopes):
+        ax.plot(xs, y0 * (xs / x0) ** s, color="0.2", ls="--", lw=0.9, zorder=1.5,
+                gid=THRESHOLD_GID, label=label if i == 0 else None)
 
 
 def _finish(ax: plt.Axes, threshold: float | None, threshold_label: str | None,
@@ -109,7 +175,9 @@ def heatmap(ax: plt.Axes, values: Any, x_ticks: Sequence[Any], y_ticks: Sequence
     ax.set_yticks(range(len(y_ticks)), [str(v) for v in y_ticks])
     ax.grid(False)
     if colorbar is not None:
-        ax.figure.colorbar(im, ax=ax, label=colorbar)
+        bar = ax.figure.colorbar(im, ax=ax, label=colorbar)
+        if threshold is not None:  # the value the outlined cells reach, on the colour scale
+            threshold_line(bar.ax, threshold, color="k", lw=1.2)
     _finish(ax, None, None, decide, decide_loc, False, False,
             {"xlabel": xlabel, "ylabel": ylabel, "title": title})
 

@@ -70,18 +70,38 @@ def band(ax: plt.Axes, x: Sequence[float], ys: np.ndarray, label: str, **kw) -> 
                         color=line.get_color(), alpha=BAND_ALPHA, lw=0)
 
 
-def threshold(ax: plt.Axes, value: float, label: str, axis: str = "y") -> None:
-    """The verdict's threshold as a dashed grey line, labelled (e.g. r"$\\geq 0.99$")."""
+THRESHOLD_GID, DECIDE_GID = "threshold", "decide"  # tags tests and readers find them by
+
+
+def threshold(ax: plt.Axes, value: float, label: str | None = None, axis: str = "y",
+              color: str = "0.2", **kw) -> None:
+    """The verdict's threshold (or null) as a dashed line (`axis="y"`: horizontal; "x":
+    vertical), tagged `THRESHOLD_GID`; label it with the rule, e.g. r"needs $\\geq$ 0.99"."""
     draw = ax.axhline if axis == "y" else ax.axvline
-    draw(value, color="0.35", ls="--", lw=0.8, label=label, zorder=1)
+    draw(value, color=color, ls=kw.pop("ls", "--"), lw=kw.pop("lw", 0.9), label=label,
+         zorder=kw.pop("zorder", 1.5), gid=THRESHOLD_GID, **kw)
 
 
-def annotate(ax: plt.Axes, text: str, loc: str = "lower right") -> None:
-    """The deciding number in a corner of the axes, in a small boxed note."""
+def annotate(ax: plt.Axes, text: str, loc: str = "upper left",
+             xy: tuple[float, float] | None = None) -> None:
+    """The deciding number in a small boxed note, tagged `DECIDE_GID`: in a corner of the axes
+    (`loc`, e.g. "lower right"; "below": under the x label), or with an arrow to the data
+    point `xy`."""
+    box = {"boxstyle": "round,pad=0.3", "fc": "white", "ec": "0.6", "lw": 0.5, "alpha": 0.9}
+    if xy is not None:
+        ax.annotate(text, xy=xy, xytext=(12, 12), textcoords="offset points", fontsize=6,
+                    bbox=box, arrowprops={"arrowstyle": "->", "lw": 0.6}, gid=DECIDE_GID,
+                    multialignment="left")
+        return
+    if loc == "below":  # under the x-axis label, for axes with no free corner (heat-maps)
+        ax.annotate(text, xy=(0, 0), xycoords="axes fraction", xytext=(0, -32),
+                    textcoords="offset points", ha="left", va="top", fontsize=6, bbox=box,
+                    gid=DECIDE_GID, annotation_clip=False)
+        return
     x, ha = (0.97, "right") if "right" in loc else (0.03, "left")
-    y, va = (0.04, "bottom") if "lower" in loc else (0.96, "top")
-    ax.text(x, y, text, transform=ax.transAxes, ha=ha, va=va, fontsize="small",
-            bbox={"boxstyle": "round,pad=0.25", "fc": "white", "ec": "0.7", "lw": 0.5})
+    y, va = (0.03, "bottom") if "lower" in loc else (0.97, "top")
+    ax.text(x, y, text, transform=ax.transAxes, ha=ha, va=va, fontsize=6, bbox=box,
+            zorder=5, gid=DECIDE_GID, multialignment="left")
 
 
 LABELS = {"d": "$d$", "seeds": "seed", "train.lr": "learning rate", "n": "$N$",

@@ -1,0 +1,151 @@
+"""Every figure draws the verdict's threshold and writes its deciding number (no training).
+
+Each test plants a run directory by hand (config.json, metrics.jsonl, summary.json in the
+format the figure functions read), draws its figures with `save_figure` swapped for a catcher,
+and inspects the matplotlib objects: the threshold lines (tagged gid "threshold") at the
+verdict's value and the note (gid "decide") holding the number summary.json stores.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from factlab.report.style import DECIDE_GID, THRESHOLD_GID
+
+
+def plant(run_dir: Path, config: dict[str, Any], records: list[dict[str, Any]],
+          summary: dict[str, Any] | None) -> Path:
+    """A run directory holding exactly these files (no summary.json when `summary` is None)."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "config.json").write_text(json.dumps(config))
+    (run_dir / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    if summary is not None:
+        (run_dir / "summary.json").write_text(json.dumps(summary))
+    return run_dir
+
+
+@pytest.fixture
+def caught(monkeypatch) -> list:
+    """The figures the report modules save, kept open for inspection."""
+    figs: list = []
+
+    def catch(fig, out_dir, name):
+        figs.append(fig)
+        return Path(out_dir) / f"{name}.png"
+
+    import factlab.report.extraction as ext
+    import factlab.report.factual_recall as fr
+    import factlab.report.ic_recall as ic
+    import factlab.report.induction as ind
+    import factlab.report.realmodels as rm
+
+    for module in (ext, fr, ic, ind, rm):
+        monkeypatch.setattr(module, "save_figure", catch)
+    yield figs
+    import matplotlib.pyplot as plt
+
+    for fig in figs:
+        plt.close(fig)
+
+
+def thresholds(fig) -> list:
+    """Every threshold line of the figure, colour bars included."""
+    return [line for ax in fig.axes for line in ax.lines if line.get_gid() == THRESHOLD_GID]
+
+
+def horizontal_at(fig, value: float) -> bool:
+    """Some threshold line is horizontal at `value`."""
+    return any(np.allclose(np.asarray(line.get_ydata(), float), value)
+               for line in thresholds(fig))
+
+
+def notes(fig) -> str:
+    """The text of every deciding-number note of the figure."""
+    return "\n".join(t.get_text() for ax in fig.axes for t in ax.texts
+                     if t.get_gid() == DECIDE_GID)
+
+
+def all_text(fig) -> list[str]:
+    """Titles, axis labels, legend entries and notes of the figure."""
+    out = [t.get_text() for ax in fig.axes for t in ax.texts]
+    for ax in fig.axes:
+        out += [ax.get_title(), ax.get_xlabel(), ax.get_ylabel()]
+        if ax.get_legend() is not None:
+            out += [t.get_text() for t in ax.get_legend().get_texts()]
+    return out
+
+
+def assert_clean_labels(fig) -> None:
+    """No plain-text caret, '>=' or '<=' outside mathtext (write $d^2$, $\\geq$ or ≥)."""
+    for text in all_text(fig):
+        plain = re.sub(r"\$[^$]*\$", "", text)
+        assert "^" not in plain and ">=" not in plain and "<=" not in plain, text
+
+
+def summary(state: str, metrics: dict[str, Any], reason: str = "") -> dict[str, Any]:
+    """A summary.json with the verdict fields the figures read."""
+    return {"verdict": state, "reason": reason, "evidence": "planted", "metrics": metrics}
+
+
+# ------------------------------------------------------------------ factual recall
+
+
+def test_capacity_draws_the_slope_bounds_and_the_stored_slope(tmp_path, caught):
+    from factlab.report.factual_recall import capacity_figures
+
+    rows = [{"split": "capacity", "step": 0, "seed": s, "ratio": 1.0, "d": d, "params": d * d,
+             "capacity": d ** 1.5 * (1 + 0.05 * s)} for s in (0, 1) for d in (8, 16, 32)]
+    run = plant(tmp_path / "cap", {"experiment": "capacity-linear", "threshold": 0.99}, rows,
+                summary("holds", {"slope": {"linear": 0.7431},
+                                  "slope_per_seed": {"0": {"linear": 0.731},
+                                                     "1": {"linear": 0.752}},
+                                  "slope_range": [0.7, 1.1]}))
+    capacity_figures(run, "linear", (0.7, 1.1))
+    (fig,) = caught
+    slopes = []
+    for line in thresholds(fig):
+        x, y = (np.asarray(v, float) for v in line.get_data())
+        slopes.append(math.log(y[-1] / y[0]) / math.log(x[-1] / x[0]))
+    assert sorted(round(s, 6) for s in slopes) == [0.7, 1.1]
+    text = notes(fig)
+    assert "holds" in text and "0.74 [0.73, 0.75]" in text and "0.70–1.10" in text
+    assert any("$d^2$" in t for t in all_text(fig))
+    assert_clean_labels(fig)
+
+
+def test_tradeoff_marks_the_threshold_on_the_colour_bar(tmp_path, caught):
+    from factlab.report.factual_recall import tradeoff_figures
+
+    rows = [{"split": "grid", "step": 0, "seed": 0, "heads": h, "width": m,
+             "acc": 1.0 if h * m >= 64 else 0.5, "starved": False}
+            for h in (1, 2, 4, 8) for m in (8, 16, 32, 64)]
+    cfg = {"experiment": "recall-tradeoff", "model": {"d_model": 32, "d_head": 8},
+           "task": {"n_subjects": 16, "n_relations": 16}}
+    run = plant(tmp_path / "trade", cfg, rows,
+                summary("holds", {"spearman": -0.95, "mlp_span": 8.0,
+                                  "spearman_per_seed": [-0.95], "span_per_seed": [8.0]}))
+    tradeoff_figures(run, 0.99)
+    (fig,) = caught
+    assert horizontal_at(fig, 0.99)
+    assert "Spearman -0.95" in notes(fig) and "8.0×" in notes(fig)
+    assert_clean_labels(fig)
+
+
+def test_a_figure_drawn_before_the_summary_still_draws_the_threshold(tmp_path, caught):
+    from factlab.report.factual_recall import tradeoff_figures
+
+    rows = [{"split": "grid", "step": 0, "seed": 0, "heads": h, "width": m, "acc": 1.0,
+             "starved": False} for h in (1, 2) for m in (8, 16)]
+    cfg = {"experiment": "recall-tradeoff", "model": {"d_model": 32, "d_head": 8},
+           "task": {"n_subjects": 16, "n_relations": 16}}
+    tradeoff_figures(plant(tmp_path / "early", cfg, rows, None), 0.99)
+    (fig,) = caught
+    assert horizontal_at(fig, 0.99)
+    assert "no verdict stored yet" in notes(fig)
