@@ -38,6 +38,7 @@ from factlab.train.loop import (
     check_finite_metrics,
     lr_factor,
     make_optimizer,
+    optimizer_step,
 )
 
 __all__ = [
@@ -153,7 +154,7 @@ def train_ensemble(
         check_finite_grads(params, step, cfg)  # finished members' gradients are zeros
         if cfg.grad_clip > 0:
             _clip_per_member(params, cfg.grad_clip)
-        opt.step()
+        optimizer_step(opt, step, cfg)
         done = step + 1
         if done % cfg.eval_every == 0 or done == cfg.steps:
             evaluate(done, values)

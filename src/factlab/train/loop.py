@@ -99,6 +99,20 @@ def check_finite_grads(params: list[torch.Tensor], step: int, cfg: TrainConfig) 
         raise DivergenceError(step, "gradient norm is not finite", cfg.lr)
 
 
+def optimizer_step(opt: torch.optim.Optimizer, step: int, cfg: TrainConfig) -> None:
+    """`opt.step()`, with an update too large for float32 reported as divergence.
+
+    Adam's step size is lr / (1 - beta1^t): at lr near float32's maximum torch refuses the
+    update with a RuntimeError before any loss goes non-finite (seen with a bounded loss).
+    """
+    try:
+        opt.step()
+    except RuntimeError as err:
+        if "overflow" not in str(err):
+            raise
+        raise DivergenceError(step, "the update overflows float32", cfg.lr) from None
+
+
 def check_finite_metrics(metrics: dict[str, Any], step: int, cfg: TrainConfig) -> None:
     """Raise `DivergenceError` when a numeric evaluation metric is NaN or infinite."""
     for key, value in metrics.items():
@@ -255,7 +269,7 @@ def train(
                 raise DivergenceError(step, "gradient norm is not finite", cfg.lr)
         else:
             check_finite_grads(params, step, cfg)
-        opt.step()
+        optimizer_step(opt, step, cfg)
         done = step + 1
         at_eval = done % cfg.eval_every == 0 or done == cfg.steps
         if at_eval and evaluate(done, loss_value):
