@@ -149,3 +149,41 @@ def test_a_figure_drawn_before_the_summary_still_draws_the_threshold(tmp_path, c
     (fig,) = caught
     assert horizontal_at(fig, 0.99)
     assert "no verdict stored yet" in notes(fig)
+
+
+# ------------------------------------------------------------------ induction
+
+
+def test_induction_depth_draws_both_bars_on_the_stored_null(tmp_path, caught):
+    from factlab.experiments.induction import ONE_LAYER_SLACK, TWO_LAYER_GAIN
+    from factlab.report.induction import figures_induction_depth
+
+    rec = {"acc1": 0.23, "acc2": 0.85, "null_best": 0.5, "null_over_represented": 0.39,
+           "null_count_match": 0.5, "null_shuffled_prefix": 0.17}
+    rows = [{"split": "test", "step": 0, "seed": s, **rec} for s in (0, 1)]
+    run = plant(tmp_path / "depth", {"experiment": "induction-depth"}, rows,
+                summary("holds", {"mean": rec, "per_seed": [rec, rec]}))
+    figures_induction_depth(run)
+    (fig,) = caught
+    assert horizontal_at(fig, 0.5 + ONE_LAYER_SLACK) and horizontal_at(fig, 0.5 + TWO_LAYER_GAIN)
+    assert "1 layer 0.230" in notes(fig) and "needs ≥ 0.800" in notes(fig)
+    assert_clean_labels(fig)
+
+
+def test_hijack_length_notes_the_seed_mean_of_the_stored_records(tmp_path, caught):
+    from factlab.experiments.hijack import LOST, SHARP
+    from factlab.report.induction import figures_hijack_length
+
+    rows = [{"split": "length", "step": f, "seed": s, "scheme": sch, "length": 64 * f,
+             "acc_end": 0.5, "prev_token_in": 0.95, "prev_token_late": -1.0 if f == 1 else late}
+            for s in (0, 1) for sch, late in (("ape_random", 0.1), ("rel_bias", 0.9))
+            for f in (1, 2)]
+    per = [{sch: {"x1": {"prev_token_in": 0.95}, "x2": {"prev_token_late": late + 0.02 * s}}
+            for sch, late in (("ape_random", 0.1), ("rel_bias", 0.9))} for s in (0, 1)]
+    run = plant(tmp_path / "len", {"experiment": "hijack-length", "factors": [1, 2]}, rows,
+                summary("holds", {"per_seed": per}))
+    figures_hijack_length(run)
+    (fig,) = caught
+    assert horizontal_at(fig, SHARP) and horizontal_at(fig, LOST)
+    assert "ape_random: inside 0.95, past 0.11" in notes(fig)
+    assert_clean_labels(fig)

@@ -100,9 +100,10 @@ def seed_text(value: Any, seeds: Sequence[float] = (), fmt: str = ".2f") -> str:
 def note(stored: Stored, *lines: str, width: int = 46) -> str:
     """The deciding-number text: '<verdict>: <first line>', the rest, and an inconclusive
     verdict's reason, each wrapped at `width` characters."""
-    body = [line for line in lines if line]
+    body = [line.replace(">=", "≥").replace("<=", "≤") for line in lines if line]
     if stored.state == "inconclusive" and stored.reason:
-        body.append(textwrap.shorten(stored.reason, 2 * width, placeholder=" ..."))
+        reason = stored.reason.replace(">=", "≥").replace("<=", "≤")  # the sign, not ASCII
+        body.append(textwrap.shorten(reason, 2 * width, placeholder=" ..."))
     head = stored.state or "no verdict stored yet"
     text = [f"{head}: {body[0]}" if body else head, *body[1:]]
     return "\n".join(textwrap.fill(t, width, subsequent_indent="  ") for t in text)
