@@ -187,3 +187,27 @@ def test_hijack_length_notes_the_seed_mean_of_the_stored_records(tmp_path, caugh
     assert horizontal_at(fig, SHARP) and horizontal_at(fig, LOST)
     assert "ape_random: inside 0.95, past 0.11" in notes(fig)
     assert_clean_labels(fig)
+
+
+# ------------------------------------------------------------------ in-context recall
+
+
+def test_ic_recall_draws_the_target_and_the_stored_intervals(tmp_path, caught):
+    from factlab.experiments.ic_recall import ACC_TARGET
+    from factlab.report.ic_recall import pattern_figures
+
+    rows = [{"split": "best", "step": 0, "seed": 0, "lr": 0.01}]
+    rows += [{"split": "train", "step": t, "seed": 0, "lr": 0.01, "acc": 0.5 + 0.1 * t,
+              **{k: 0.1 for k in ("null_acc", "alpha_q", "A_S", "A_A", "null_A_S", "null_A_A",
+                                  "asym", "spread", "null_asym", "null_spread")}}
+             for t in range(4)]
+    run = plant(tmp_path / "ic", {"experiment": "ic-recall"}, rows,
+                summary("fails", {"acc_interval": [0.9774, 0.9814],
+                                  "heldout_interval": [0.965, 0.9719], "asym_limit": 0.5007,
+                                  "spread_limit": 0.506,
+                                  "per_seed": [{"asym": 0.126, "spread": 0.633}]}))
+    pattern_figures(run)
+    (fig,) = caught
+    assert horizontal_at(fig, ACC_TARGET) and horizontal_at(fig, 0.5007)
+    assert "[0.9774, 0.9814]" in notes(fig) and "needs ≤ 0.501" in notes(fig)
+    assert_clean_labels(fig)

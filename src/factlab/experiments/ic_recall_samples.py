@@ -165,7 +165,10 @@ def samples_summary(rows: list[dict], probes: list[dict], seeds: tuple[int, ...]
         if good.sum() >= 2:
             fits[arm].update(growth_fit(sr[good], n[good]))
     undecided = sum(p["outcome"] == "inconclusive" for p in probes)
-    metrics = {"arms": fits, "inconclusive_probes": undecided, "n_probes": len(probes)}
+    sizes = arm_curve(rows, JUDGED_ARM)[0]  # the rule's slope limits, for the figure too
+    metrics = {"arms": fits, "inconclusive_probes": undecided, "n_probes": len(probes),
+               "linear_slope_min": LINEAR_SLOPE_MIN, "slope_limit": loglog_slope(
+                   sizes, np.log(sizes) ** POLYLOG_POWER_MAX)[0] if len(sizes) >= 2 else None}
     evidence = f"{mean.evidence}; probes {len(probes)}, of which {undecided} inconclusive"
     return combine_seeds(mean, per_seed, evidence, metrics)
 

@@ -9,11 +9,22 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
 
-from factlab.report.plots import curves, subplots, threshold_line
+from factlab.report.plots import (
+    Stored,
+    annotate,
+    curves,
+    note,
+    seed_text,
+    slope_bounds,
+    stored_verdict,
+    subplots,
+    threshold_line,
+)
 from factlab.report.style import paper_style, save_figure
 from factlab.store.run_dir import read_split
 
@@ -25,6 +36,34 @@ def _chosen(run_dir: Path) -> dict[int, float]:
 
 def _series(rows: list[dict], key: str) -> np.ndarray:
     return np.array([np.nan if r.get(key) is None else r[key] for r in rows], float)
+
+
+def _interval(stored: Stored, key: str) -> str:
+    """'[0.9774, 0.9814]': a stored 95% Wilson interval."""
+    lo_hi = stored.get(key)
+    return "n/a" if not lo_hi else f"[{lo_hi[0]:.4f}, {lo_hi[1]:.4f}]"
+
+
+def _accuracy_note(stored: Stored, target: float, control: bool) -> str:
+    """The accuracy rule's numbers: the stored intervals against the target."""
+    if control:  # ic-recall-shared-pool: the control holds below the target
+        return note(stored, f"all triplets 95% {_interval(stored, 'acc_interval')}",
+                    f"holds when the upper end < {target}")
+    return note(stored, f"all triplets 95% {_interval(stored, 'acc_interval')}, held-out "
+                        f"{_interval(stored, 'heldout_interval')}",
+                f"needs both lower ends ≥ {target}")
+
+
+def _pattern_note(stored: Stored) -> str:
+    """The pattern rule's numbers: the pooled statistics (the mean over the stored seeds, as
+    `pool_seeds` takes it) with their seed range, against the stored limits."""
+    parts = []
+    for key in ("asym", "spread"):
+        seeds = [v for v in stored.seeds(key) if np.isfinite(v)]
+        limit = stored.get(f"{key}_limit")
+        value = seed_text(float(np.mean(seeds)) if seeds else None, seeds, ".3f")
+        parts.append(f"{key} {value}" + ("" if limit is None else f", needs ≤ {limit:.3f}"))
+    return "; ".join(parts)
 
 
 def pattern_figures(run_dir: Path) -> list[Path]:
@@ -44,12 +83,19 @@ def pattern_figures(run_dir: Path) -> list[Path]:
     def stack(key: str) -> np.ndarray:
         return np.stack([_series(v[:length], key) for v in per_seed.values()])
 
+    from factlab.experiments.ic_recall import ACC_TARGET
+
+    stored = stored_verdict(run_dir)
+    cfg = json.loads((run_dir / "config.json").read_text())
+    control = cfg.get("experiment") == "ic-recall-shared-pool"
     out = []
     with paper_style():
-        fig, (ax1, ax2, ax3) = subplots(1, 3, figsize=(9.0, 2.4))
+        fig, (ax1, ax2, ax3) = subplots(1, 3, figsize=(9.0, 2.6))
         curves(ax1, steps, {"val acc": stack("acc"), "null val acc": stack("null_acc")},
-               threshold=0.99, xlabel="fine-tuning step", ylabel="accuracy",
+               threshold=ACC_TARGET, threshold_label=f"target {ACC_TARGET}",
+               xlabel="fine-tuning step", ylabel="accuracy",
                title=f"{len(per_seed)} seeds, lr chosen on validation")
+        annotate(ax1, _accuracy_note(stored, ACC_TARGET, control), "below")
         curves(ax2, steps, {r"$\alpha_q$": stack("alpha_q"), r"$A_S$": stack("A_S"),
                             r"$A_A$": stack("A_A"), r"null $A_S$": stack("null_A_S"),
                             r"null $A_A$": stack("null_A_A")},
@@ -58,8 +104,15 @@ def pattern_figures(run_dir: Path) -> list[Path]:
                             "null asymmetry": stack("null_asym"),
                             "null spread": stack("null_spread")},
                xlabel="fine-tuning step", ylabel="statistic",
-               title="pattern vs its null (rivals at 1)")
-        threshold_line(ax3, 1.0, "rival patterns")
+               title="pattern vs its null")
+        limits = [(k, stored.get(f"{k}_limit")) for k in ("asym", "spread")]
+        for (key, limit), color in zip(limits, ("C0", "C1")):
+            if limit is not None:  # nearest-hypothesis limits: halfway from null to rival
+                threshold_line(ax3, limit, f"{key} limit {limit:.2f}", color=color)
+        if all(limit is None for _, limit in limits):  # no stored limits: the rivals
+            threshold_line(ax3, 1.0, "rival patterns")
+        ax3.legend(fontsize=5)
+        annotate(ax3, _pattern_note(stored), "below")
         out.append(save_figure(fig, run_dir, "ic_training"))
         seed0, lr0 = next(iter(chosen.items()))
         pats = [r for r in read_split(run_dir, "pattern")
@@ -79,19 +132,28 @@ def pattern_figures(run_dir: Path) -> list[Path]:
                 ax.grid(False)
             axes[0][0].set_ylabel("prompt")
             fig.colorbar(im, ax=axes[0].tolist(), shrink=0.8, label="attention")
+            annotate(axes[0][0], note(stored, _pattern_note(stored), width=90), "below")
             out.append(save_figure(fig, run_dir, "ic_attention"))
     return out
 
 
 def samples_figures(run_dir: Path) -> list[Path]:
-    """ic_samples.png: N_min vs S*R per arm, and N_min vs ln(S*R) (log-log)."""
+    """ic_samples.png: N_min vs S*R per arm with the rule's slope limits through each judged
+    arm's first point, and N_min vs ln(S*R) (log-log)."""
+    from factlab.experiments.ic_recall import ACC_TARGET
+    from factlab.experiments.ic_recall_samples import JUDGED_ARM, LINEAR_SLOPE_MIN
+
     rows = read_split(run_dir, "n_min")
     if not rows:
         return []
+    stored = stored_verdict(run_dir)
+    limits = {JUDGED_ARM: (stored.get("slope_limit"), "≤"),
+              "control": (stored.get("linear_slope_min", default=LINEAR_SLOPE_MIN), "≥")}
     arms = sorted({r["arm"] for r in rows})
+    lines = []
     with paper_style():
         fig, (ax1, ax2) = subplots(1, 2, figsize=(7.0, 2.6))
-        for arm in arms:
+        for i, arm in enumerate(arms):
             sel = [r for r in rows if r["arm"] == arm]
             xs = sorted({r["triplets"] for r in sel})
             seeds = sorted({r["seed"] for r in sel})
@@ -101,14 +163,27 @@ def samples_figures(run_dir: Path) -> list[Path]:
                     grid[seeds.index(r["seed"]), xs.index(r["triplets"])] = r["n_min"]
             x = np.array(xs, float)
             if np.isfinite(grid).any():
-                curves(ax1, x, {arm: grid}, logx=True, logy=True)
-                curves(ax2, np.log(x), {arm: grid}, logx=True, logy=True)
+                curves(ax1, x, {arm: grid}, logx=True, logy=True, color=f"C{i}")
+                curves(ax2, np.log(x), {arm: grid}, logx=True, logy=True, color=f"C{i}")
             for r in sel:
                 if r["status"] != "found":  # undecided: mark at the bracket's edge
                     ax1.plot(r["triplets"], r.get("n_hi", 1), "x", color="red", ms=4)
-        ax1.set(xlabel="stored triplets S R", ylabel=r"$N_{\min}$ (acc $\geq$ 0.99)",
-                title="sample complexity")
+            limit, sign = limits.get(arm, (None, ""))
+            if limit is None:
+                continue
+            first = grid[:, 0][np.isfinite(grid[:, 0])]  # anchor: the geometric seed mean
+            y0 = float(np.exp(np.mean(np.log(first)))) if len(first) else \
+                float(max(r.get("n_hi", 1) for r in sel if r["triplets"] == xs[0]))
+            slope_bounds(ax1, x, (x[0], y0), (limit,), f"{arm} slope limit {limit:.2f}")
+            slope = stored.get("arms", arm, "slope")
+            lines.append(f"{arm} slope {'n/a' if slope is None else f'{slope:.2f}'}, needs "
+                         f"{sign} {limit:.2f}")
+        ax1.set(xlabel="stored triplets $S R$",
+                ylabel=f"$N_{{\\min}}$ (acc ≥ {ACC_TARGET})", title="sample complexity")
         ax2.set(xlabel=r"$\ln(S R)$", ylabel=r"$N_{\min}$", title="polylog check")
+        ax1.legend(fontsize=5, loc="upper left")
         ax1.text(0.98, 0.02, "x: search undecided", transform=ax1.transAxes, ha="right",
                  fontsize=6, color="red")
+        annotate(ax2, note(stored, *(lines or ["n/a"]), width=70), "below")
+        fig.subplots_adjust(wspace=0.3)
         return [save_figure(fig, run_dir, "ic_samples")]
