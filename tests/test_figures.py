@@ -211,3 +211,40 @@ def test_ic_recall_draws_the_target_and_the_stored_intervals(tmp_path, caught):
     assert horizontal_at(fig, ACC_TARGET) and horizontal_at(fig, 0.5007)
     assert "[0.9774, 0.9814]" in notes(fig) and "needs ≤ 0.501" in notes(fig)
     assert_clean_labels(fig)
+
+
+# ------------------------------------------------------------------ extraction
+
+
+def test_extraction_trend_draws_the_minimum_change_from_the_first_point(tmp_path, caught):
+    from factlab.experiments.extraction import MIN_EFFECT
+    from factlab.report.extraction import make_trend_figure
+
+    rows = [{"split": "cell", "step": 0, "seed": s, "K": k, "test_acc": 0.4 + 0.1 * k,
+             "test_acc_cov_seen": 0.6 + 0.05 * k, "retained_acc": 0.6, "stored_acc": 1.0,
+             "chance_block": 0.125, "bound_x": 10.0 * k} for s in (0, 1) for k in (1, 2, 4)]
+    run = plant(tmp_path / "mult", {"experiment": "extraction-multiplicity"}, rows,
+                summary("holds", {"effect": 0.3, "effect_cov_seen": 0.15, "rho": 1.0,
+                                  "rho_cov_seen": 1.0,
+                                  "per_seed": {"0": {"effect": 0.29}, "1": {"effect": 0.31}}}))
+    make_trend_figure("K", "multiplicity $K$", log_x=True)(run)
+    (fig,) = caught
+    assert horizontal_at(fig, 0.5 + MIN_EFFECT) and horizontal_at(fig, 0.65 + MIN_EFFECT)
+    assert "change +0.300 [+0.290, +0.310], ρ +1.00" in notes(fig)
+    assert_clean_labels(fig)
+
+
+def test_attention_only_draws_the_stored_minimum(tmp_path, caught):
+    from factlab.pipelines.extraction import STORED_MIN
+    from factlab.report.extraction import figures_attention_only
+
+    rows = [{"split": "cell", "step": i, "seed": 0, "variant": v, "stored_acc": a}
+            for i, (v, a) in enumerate((("mlp", 0.995), ("attn_1head", 0.5),
+                                        ("attn_8heads", 0.993)))]
+    run = plant(tmp_path / "attn", {"experiment": "extraction-attention-only"}, rows,
+                summary("holds", {"one_head_stored": 0.507, "multi_head_stored": 0.993}))
+    figures_attention_only(run)
+    (fig,) = caught
+    assert horizontal_at(fig, STORED_MIN)
+    assert "1 head 0.507" in notes(fig) and "attn_8heads 0.993" in notes(fig)
+    assert_clean_labels(fig)

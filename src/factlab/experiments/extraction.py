@@ -152,7 +152,7 @@ def judge_acquisition(cells: list[dict[str, Any]]) -> Verdict:
           f"within-across {gap:+.3f} (needs > permutation null q{NULL_QUANTILE:.2f} "
           f"{c['rel_gap_null']:+.3f})")
     metrics = {"attention_mass": mass, "relation_gap": gap, "structured_attention": attn_ok,
-               "relation_direction": dir_ok}
+               "relation_direction": dir_ok, "relation_null": c["rel_gap_null"]}
     if stored_reason(cells):
         return inconclusive(stored_reason(cells), ev, metrics)
     return decide(attn_ok and dir_ok, ev, metrics)

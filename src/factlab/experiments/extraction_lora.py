@@ -74,7 +74,7 @@ def judge_lora(cells: list[dict[str, Any]]) -> Verdict:
     metrics = {"full_acc": full["test_acc"], "best_attention_acc": pick["test_acc"],
                "gap": full["test_acc"] - pick["test_acc"], "dW_QK_top_energy": energy,
                "dW_QK_align_format": align, "dW_in_top_energy": full["dW_in_top_energy"],
-               "gap_ok": gap_ok, "rank_one_ok": rank_ok,
+               "gap_ok": gap_ok, "rank_one_ok": rank_ok, "align_null": null,
                "table": {c["variant"]: {k: c[k] for k in ("test_acc", "retained_acc", "lr")}
                          for c in cells}}
     if stored_reason(cells):

@@ -67,7 +67,8 @@ def judge_two_part_trend(cells: list[dict[str, Any]], key: str, sign: int) -> Ve
     ev = "; ".join(texts)
     metrics = {"overall_ok": parts["overall"]["ok"], "cov_seen_ok": parts["covered&seen"]["ok"],
                "effect": parts["overall"]["effect"],
-               "effect_cov_seen": parts["covered&seen"]["effect"]}
+               "effect_cov_seen": parts["covered&seen"]["effect"],
+               "rho": parts["overall"]["rho"], "rho_cov_seen": parts["covered&seen"]["rho"]}
     if stored_reason(cells):
         return inconclusive(stored_reason(cells), ev, metrics)
     return decide(parts["overall"]["ok"] and parts["covered&seen"]["ok"], ev, metrics)
@@ -101,7 +102,8 @@ def judge_coverage(cells: list[dict[str, Any]]) -> Verdict:
           f"{ret:.3f} (needs >= {EXTRACT_MIN}); stored {min(c['stored_acc'] for c in cells):.3f}"
           f"; hallucination by c {{{hall}}}")
     metrics = {"trend_ok": trend["ok"], "regime_ok": regime, "effect": trend["effect"],
-               "uncovered_acc": unc, "retained_low_c": ret}
+               "uncovered_acc": unc, "retained_low_c": ret, "rho": trend["rho"],
+               "near_chance": near}
     if stored_reason(cells):
         return inconclusive(stored_reason(cells), ev, metrics)
     return decide(trend["ok"] and regime, ev, metrics)
@@ -116,7 +118,8 @@ def judge_size(cells: list[dict[str, Any]]) -> Verdict:
     ev = (f"{trend_text(base[0]['setup'], values, accs, trend, +1)}; collapse of all "
           f"{len(cells)} cells: log err = a - b x, b = {fit['b']:.3g}, R^2 = {fit['r2']:.2f} "
           f"(n = {fit['n']})")
-    metrics = {"effect": trend["effect"], "collapse_b": fit["b"], "collapse_r2": fit["r2"]}
+    metrics = {"effect": trend["effect"], "collapse_b": fit["b"], "collapse_r2": fit["r2"],
+               "rho": trend["rho"]}
     if stored_reason(base):
         return inconclusive(stored_reason(base), ev, metrics)
     return decide(trend["ok"], ev, metrics)
@@ -281,7 +284,7 @@ EXTRACTION_UNIVERSE = Experiment(
     claim="At fixed K and fine-tuning size, held-out extraction falls as the relation-template "
           "universe |R| grows, overall and on the covered-and-seen cell.",
     config=UniverseConfig, run=run_universe,
-    figures=make_trend_figure("universe_size", "|R|", log_x=True),
+    figures=make_trend_figure("universe_size", "universe size $|R|$", log_x=True, sign=-1),
     presets={"quick": {**QUICK, "values": "2,4,8"}, "paper": PAPER},
 )
 
