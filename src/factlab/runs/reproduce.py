@@ -41,12 +41,16 @@ from factlab.store.table import write_table
 MANIFEST = "reproduce.json"
 CLAIMS = "claims.csv"
 SKIPPED = "skipped.json"  # read by report.collect: a claim that needs input only a user has
-# Rough quick-scale seconds per claim (measured under load, docs/reproduce.md), used only to
-# start the longest claims first so that no long one is left running alone at the end.
-EXPECTED_S = {"ic-recall-samples": 900, "bios": 400, "ic-recall": 310, "ic-recall-pretrained": 310,
-              "capacity-linear": 230, "capacity-mlp": 230, "recall-sequential": 180,
-              "extraction-coverage": 166, "extraction-schedule": 149, "extraction-size": 117,
-              "hijack-prompts": 114, "extraction-multiplicity": 105, "extraction-universe": 99}
+# Quick-scale seconds per claim, from the last timed `factlab reproduce --scale quick --workers 2`
+# (README), used only to start the longest claims first (LPT order) so that no long claim is
+# left running alone at the end; a claim not listed counts as 60 s.
+EXPECTED_S = {"bios": 1075, "capacity-mlp": 582, "induction-standard": 557,
+              "ic-recall-samples": 298, "extraction-size": 251, "extraction-schedule": 242,
+              "recall-tradeoff": 224, "extraction-coverage": 224, "ic-recall-pretrained": 202,
+              "extraction-lora": 157, "hijack-length": 155, "extraction-multiplicity": 149,
+              "extraction-universe": 140, "capacity-linear": 137, "hijack-prompts": 120,
+              "extraction-attention-only": 112, "ic-recall-shared-pool": 111,
+              "induction-head": 101, "induction-depth": 91}
 
 
 def select(only: Sequence[str] | None = None) -> list[str]:
