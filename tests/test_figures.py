@@ -248,3 +248,44 @@ def test_attention_only_draws_the_stored_minimum(tmp_path, caught):
     assert horizontal_at(fig, STORED_MIN)
     assert "1 head 0.507" in notes(fig) and "attn_8heads 0.993" in notes(fig)
     assert_clean_labels(fig)
+
+
+# ------------------------------------------------------------------ real models
+
+
+def test_bios_draws_the_base_accuracy_plus_the_gap(tmp_path, caught):
+    from factlab.report.realmodels import bios_figures
+    from factlab.tasks.bios import ATTRIBUTES
+
+    res = [{"split": "result", "step": 0, "seed": 0, "augment": aug,
+            **{f"qa_test_acc_{a}": acc for a in ATTRIBUTES}, "qa_test_acc": acc}
+           for aug, acc in (("single", 0.04), ("multi", 0.45))]
+    pre = [{"split": "pretrain", "step": t, "seed": 0, "augment": "single", "train_loss": 1.0}
+           for t in range(3)]
+    run = plant(tmp_path / "bios", {"experiment": "bios"}, res + pre,
+                summary("holds", {"gap": 0.41, "threshold": 0.3,
+                                  "mean": {"single": {"qa_test_acc": 0.04},
+                                           "multi": {"qa_test_acc": 0.45}}}))
+    bios_figures(run)
+    acc_fig = caught[0]
+    assert horizontal_at(acc_fig, 0.34)
+    assert "gap multi − single (all) 0.41" in notes(acc_fig)
+    for fig in caught:
+        assert_clean_labels(fig)
+
+
+def test_popqa_draws_control_plus_margin_per_mode(tmp_path, caught):
+    from factlab.experiments.popqa import MARGIN
+    from factlab.report.realmodels import popqa_figures
+
+    rows = [{"split": "eval", "stage": "after_full", "step": 0, "seed": 0,
+             "test_covered": 0.6, "control_covered": 0.2, "test_uncovered": 0.3,
+             "control_uncovered": 0.2}]
+    run = plant(tmp_path / "popqa", {"experiment": "popqa-extraction"}, rows,
+                summary("holds", {"modes": {"full": {"test_covered": 0.6,
+                                                     "control_covered": 0.2}}}))
+    popqa_figures(run)
+    (fig,) = caught
+    assert horizontal_at(fig, 0.2 + MARGIN)
+    assert "gap held-out − control (covered) +0.400" in notes(fig)
+    assert_clean_labels(fig)

@@ -3,7 +3,10 @@
 Every function draws on a given `Axes` (make them with `subplots` inside
 `report.style.paper_style()`, save with `report.style.save_figure`) and can draw the verdict's
 threshold (`threshold=`) and write the number the verdict rests on in a corner box
-(`decide=`), so a figure shows what was judged and against what. Seed data are arrays with one
+(`decide=`), so a figure shows what was judged and against what. The deciding number comes
+from the run's stored verdict (`stored_verdict` reads summary.json; `note` formats it as
+"<verdict>: slope 0.74 [0.73, 0.75], needs 0.70–1.10", with an inconclusive verdict's reason),
+never from a recomputation. Seed data are arrays with one
 row per seed; a 1-D array is one seed. NaN entries (a seed that did not reach a point) are
 skipped by the mean and the band.
 """

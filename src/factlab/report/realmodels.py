@@ -1,10 +1,17 @@
-"""Figures of the real-model family (popqa-extraction, bios), redrawn from a run's files."""
+"""Figures of the real-model family (popqa-extraction, bios), redrawn from a run's files.
+
+The judged figures draw the bar the verdict's gap must clear (the control's or the base
+augmentation's accuracy plus the margin) and note the stored gap; the probe and pre-training
+figures are reported beside the verdict and say so.
+"""
 
 from __future__ import annotations
 
 import math
 from pathlib import Path
 
+from factlab.report.plots import annotate, note, stored_verdict, threshold_line
+from factlab.report.plots import seed_text as plots_seed_text
 from factlab.report.style import paper_style, save_figure
 from factlab.store.run_dir import iter_jsonl
 from factlab.tasks.bios import ATTRIBUTES
@@ -25,6 +32,9 @@ def popqa_figures(run_dir: Path) -> list[Path]:
     out: list[Path] = []
     if not after and not probe:
         return out
+    from factlab.experiments.popqa import MARGIN, Z
+
+    stored = stored_verdict(run_dir)
     with paper_style():
         import matplotlib.pyplot as plt
         import numpy as np
@@ -41,7 +51,18 @@ def popqa_figures(run_dir: Path) -> list[Path]:
                           [label for _, label in _GROUPS], fontsize=7)
             ax.set(ylim=(0, 1), ylabel="Q&A accuracy (PopQA rule)",
                    title="after Q&A fine-tuning (mean over seeds)")
-            ax.legend()
+            lines = []
+            for k, mode in enumerate(modes):  # held-out covered must beat control + margin
+                m = stored.get("modes", mode, default={})
+                ctl, cov = m.get("control_covered"), m.get("test_covered")
+                if ctl is not None:
+                    threshold_line(ax, ctl + MARGIN, f"control + {MARGIN} ({mode})",
+                                   color=f"C{k}")
+                gap = "n/a" if ctl is None or cov is None else f"{cov - ctl:+.3f}"
+                lines.append(f"{mode}: gap held-out − control (covered) {gap}, needs ≥ "
+                             f"{MARGIN} and > {Z:g} se")
+            ax.legend(fontsize=5)
+            annotate(ax, note(stored, *lines, width=70), "below")
             out.append(save_figure(fig, run_dir, "groups"))
         bins = [r for r in probe if r.get("group") == "pop_bin"]
         rels = [r for r in probe if r.get("group") == "relation"]
@@ -63,6 +84,8 @@ def popqa_figures(run_dir: Path) -> list[Path]:
                              label=key.replace("_", "-"))
             axes[1].set_yticks(np.arange(len(names)) + 0.2, names, fontsize=6)
             axes[1].set(xlim=(0, 1), xlabel="accuracy", title="by relation")
+            annotate(axes[0], "knowledge probe: reported beside the verdict, not judged",
+                     "below")
             out.append(save_figure(fig, run_dir, "probe"))
     return out
 
@@ -75,6 +98,11 @@ def bios_figures(run_dir: Path) -> list[Path]:
         return []
     out = []
     augments = list(dict.fromkeys(r["augment"] for r in res))
+    from factlab.experiments.bios import BIOS_GAP, Z
+
+    stored = stored_verdict(run_dir)
+    bar = stored.get("threshold", default=BIOS_GAP)
+    base = stored.get("mean", augments[0], "qa_test_acc")
     with paper_style():
         import matplotlib.pyplot as plt
         import numpy as np
@@ -89,8 +117,16 @@ def bios_figures(run_dir: Path) -> list[Path]:
         ax.set_xticks(np.arange(len(keys)) + 0.4 - width / 2,
                       [a.replace("_", " ") for a in ATTRIBUTES] + ["all"], fontsize=7)
         ax.set(ylim=(0, 1), ylabel="held-out Q&A accuracy",
-               title="bioS: P_test after QA FT (mean over seeds)")
-        ax.legend()
+               title="bioS: $P_{test}$ after Q&A fine-tuning (mean over seeds)")
+        if base is not None:  # the rich augmentation's "all" bar must clear this
+            threshold_line(ax, base + bar, f"{augments[0]} + {bar:g}")
+        ax.legend(fontsize=5)
+        gaps = [r[augments[-1]]["qa_test_acc"] - r[augments[0]]["qa_test_acc"]
+                for r in stored.get("results", default=[])
+                if augments[0] in r and augments[-1] in r]
+        annotate(ax, note(stored, f"gap {augments[-1]} − {augments[0]} (all) "
+                                  f"{plots_seed_text(stored.get('gap'), gaps)}, needs ≥ {bar:g} "
+                                  f"and > {Z:g} se", width=100), "below")
         out.append(save_figure(fig, run_dir, "bios_accuracy"))
         fig, ax = plt.subplots()
         for aug in augments:
@@ -100,5 +136,6 @@ def bios_figures(run_dir: Path) -> list[Path]:
         ax.set(xlabel="pre-training step", ylabel="loss", yscale="log",
                title="pre-training (first seed)")
         ax.legend()
+        annotate(ax, "pre-training loss: not judged", "below")
         out.append(save_figure(fig, run_dir, "bios_pretrain"))
     return out
