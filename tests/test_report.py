@@ -261,3 +261,18 @@ def test_style_pdf_beside_png_no_minor_ticks_visible_bands(tmp_path):
     assert isinstance(ax.xaxis.get_minor_locator(), matplotlib.ticker.NullLocator)
     assert ax.collections[0].get_alpha() == BAND_ALPHA >= 0.25
     assert json.dumps(plt.rcParams["xtick.minor.visible"]) == "false"  # outside the block
+
+
+def test_figures_are_drawn_after_the_verdict_is_stored(tmp_path):
+    """A figure annotates the verdict's numbers, so summary.json exists when it is drawn."""
+    seen = {}
+
+    def figures(run_dir: Path) -> list[Path]:
+        seen.update(json.loads((run_dir / "summary.json").read_text()))
+        return _figures(run_dir)
+
+    exp = dataclasses.replace(TOY_HOLDS, figures=figures)
+    summary = run_experiment(exp, exp.make_config({}), out=tmp_path / "run", show_progress=False)
+    assert seen["verdict"] == "holds" and seen["figures"] == []
+    stored = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert stored["figures"] == summary["figures"] == ["toy.png"]

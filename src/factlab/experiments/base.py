@@ -30,7 +30,7 @@ from factlab.runtime import (
     resolve_device,
     set_seed,
 )
-from factlab.store.run_dir import RunStore, run_id
+from factlab.store.run_dir import RunStore, run_id, write_json_atomic
 from factlab.store.tensorboard import open_sink
 
 
@@ -112,14 +112,19 @@ def run_experiment(exp: Experiment, cfg: Any, out: str | Path | None = None,
             ctx.sink.close()
     wall = time.perf_counter() - start
     store.close()
-    figures = [str(p.relative_to(run_dir)) for p in exp.figures(run_dir)]
     summary = {
         "experiment": exp.name, "claim": exp.claim, **verdict.summary_fields(),
-        "wall_time_s": round(wall, 2), "figures": figures, "run_id": run_id(config),
+        "wall_time_s": round(wall, 2), "figures": [], "run_id": run_id(config),
     }
     if exp.paper:  # declared by the experiment; else the report's prefix table decides
         summary["paper"] = {"arxiv": exp.paper[0], "title": exp.paper[1]}
     if exp.reconstruction is not None:
         summary["reconstruction"] = exp.reconstruction
-    store.write_summary(summary)
+    # The figures annotate the verdict's numbers from summary.json, so it is written first
+    # (still under the writer lock), then again with the list of figures drawn.
+    write_json_atomic(store.summary_path, summary)
+    try:
+        summary["figures"] = [str(p.relative_to(run_dir)) for p in exp.figures(run_dir)]
+    finally:  # a figure that fails to draw does not undo the verdict
+        store.write_summary(summary)
     return summary
