@@ -209,12 +209,17 @@ def run_hijack_prompts(cfg: PromptsConfig, ctx: RunContext) -> Verdict:
 # --------------------------------------------------------------------------- registry
 
 # quick: the family's defaults (T = 64, K = 5 random triggers, AdamW lr 0.01, batch 64).
-# hijack-length: d = 64 (the previous-token head lives in the positions, and 64 random
-# positions are independent in d = 64), 500 steps: rel_bias reached Birth's score_acc >= 0.9
-# by step ~300 in a measured seed-0 run, with margin. hijack-prompts: d = 128 (the closed form
-# assumes near-orthogonal embeddings), 400 steps.
+# hijack-length: d = 64, 500 steps: rel_bias reaches Birth's score_acc >= 0.9 by step ~300.
+# No absolute scheme gets sharp in a feasible budget (validation, seed 0, docs/induction.md):
+# ape_random plateaus at 0.54 by step 1500 at d = 64 (the hand-built head reaches only 0.82
+# there), reaches 0.77 at step 1000 at d = 128 (0.78 at 1200; B = 256 is no faster per
+# sequence; lr 0.003 / 0.03 / cosine no better), ape_learned 0.54 at step 500 (d = 64).
+# hijack-prompts: d = 128 (the closed form assumes near-orthogonal embeddings), rel_bias only:
+# its score_acc reaches 0.90 at step 800 and 0.92 at 900-1000 at d = 128, B = 64, so 1000
+# steps; ape_random cannot meet the prerequisite in any budget that fits (above) and stays
+# available as schemes=ape_random,rel_bias.
 _LENGTH_QUICK = {"model.d_model": 64, "train.steps": 500, "train.eval_every": 50}
-_PROMPTS_QUICK = {"train.steps": 400, "train.eval_every": 50}
+_PROMPTS_QUICK = {"schemes": "rel_bias", "train.steps": 1000, "train.eval_every": 100}
 
 HIJACK_LENGTH = Experiment(
     name="hijack-length",
