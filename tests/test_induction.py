@@ -265,3 +265,13 @@ def test_path_metrics_on_construction(stats, built):
     assert m["logit_induction_head"] > 50  # the copy margin of the built W_O2 (100)
     assert abs(m["logit_direct_head"]) < 5
     assert "logit_ffn_head" not in m  # no FFN in this model
+
+
+def test_quick_presets_are_valid_and_sized():
+    """The quick default of hijack-prompts trains the one scheme that can meet its
+    prerequisite in the budget; the others stay available through `schemes`."""
+    prompts = get_experiment("hijack-prompts").make_config({})
+    assert prompts.schemes == ("rel_bias",) and prompts.train.steps == 1000
+    assert prompts.model.d_model == 128
+    assert get_experiment("hijack-prompts").make_config({"schemes": "ape_random,rel_bias"}) \
+        .schemes == ("ape_random", "rel_bias")
