@@ -164,6 +164,14 @@ def norm_metrics(model: TwoLayerModel) -> dict[str, float]:
     return out
 
 
+def _path_hooks(n_layers: int) -> list[str]:
+    """The residual-stream hooks the path split reads: caching only these keeps the
+    [B, H, T, T] score and pattern tensors of every layer out of memory."""
+    last = f"blocks.{n_layers - 1}"
+    return sorted({"blocks.0.hook_resid_pre", "blocks.0.hook_attn_out", f"{last}.hook_attn_out",
+                   f"{last}.hook_resid_pre"})
+
+
 @torch.no_grad()
 def path_logits(model: TwoLayerModel, tokens: torch.Tensor) -> dict[str, torch.Tensor]:
     """Exact split of the last-position logits [B, N] into paths, no signal counted twice.
@@ -177,10 +185,10 @@ def path_logits(model: TwoLayerModel, tokens: torch.Tensor) -> dict[str, torch.T
     one-layer model has layer1 = 0 and its single layer as `induction`; no FFN gives ffn = 0.
     `ffn_of_induction` is the relay alone (already inside `induction`).
     """
-    logits, cache = model.run_with_cache(tokens)
-    W_U = model.W_U
     n = len(model.blocks)
     last = f"blocks.{n - 1}"
+    logits, cache = model.run_with_cache(tokens, names_filter=_path_hooks(n))
+    W_U = model.W_U
     out = {"logits": logits[:, -1], "direct": cache["blocks.0.hook_resid_pre"][:, -1] @ W_U}
     out["layer1"] = (cache["blocks.0.hook_attn_out"][:, -1] @ W_U if n == 2
                      else torch.zeros_like(out["direct"]))
@@ -207,9 +215,9 @@ def path_metrics(model: TwoLayerModel, x: torch.Tensor, y: torch.Tensor,
     averaged over in-context (outs >= 2) or bigram (outs = 0) positions. The paths sum to the
     logits (the FFN's relay of the induction output counts in `induction` only).
     """
-    _, cache = model.run_with_cache(x)
     n = len(model.blocks)
     last = f"blocks.{n - 1}"
+    _, cache = model.run_with_cache(x, names_filter=_path_hooks(n))
     attn = cache[f"{last}.hook_attn_out"]
     ffn = model.blocks[-1].mlp
     paths = {"direct": cache["blocks.0.hook_resid_pre"]}
