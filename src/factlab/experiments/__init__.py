@@ -19,6 +19,8 @@ REGISTRY: dict[str, str] = {
     "extraction-schedule": "factlab.experiments.extraction_training:EXTRACTION_SCHEDULE",
     "extraction-attention-only":
         "factlab.experiments.extraction_training:EXTRACTION_ATTENTION_ONLY",
+    "extraction-repeats": "factlab.experiments.extraction_variants:EXTRACTION_REPEATS",
+    "extraction-question": "factlab.experiments.extraction_variants:EXTRACTION_QUESTION",
     "capacity-linear": "factlab.experiments.capacity:CAPACITY_LINEAR",
     "capacity-mlp": "factlab.experiments.capacity:CAPACITY_MLP",
     "recall-tradeoff": "factlab.experiments.tradeoff:RECALL_TRADEOFF",
