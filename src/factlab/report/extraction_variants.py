@@ -61,8 +61,7 @@ def figures_repeats(run_dir: Path) -> list[Path]:
         # seen / unseen template cells at the judged K; templates at K = tau has no unseen T
         cells = np.concatenate([_by_seed(rows, match[-2:], "test_acc_seen"),
                                 _by_seed(rows, match[-2:], "test_acc_cov_unseen")], 1)
-        names = ["repeats\nseen T", "templates\nseen T", "repeats\nunseen T",
-                 "templates\nunseen T"]
+        names = ["rep.\nseen", "templ.\nseen", "rep.\nunseen", "templ.\nunseen"]
         keep = [i for i in range(len(names)) if np.isfinite(cells[:, i]).any()]
         bars(bx, [names[i] for i in keep], cells[:, keep], ylabel="held-out Q&A accuracy",
              title=f"K={ks[-1]:g}: by template seen in pre-training (not judged)",
