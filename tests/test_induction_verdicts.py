@@ -190,3 +190,21 @@ def test_standard_transformer_shapes_and_rope():
     assert all(torch.equal(u, v) for u, v in zip(a.parameters(), b.parameters()))
     with pytest.raises(ValueError, match="max_len"):
         StandardTransformer(StandardConfig(max_len=8), 65, torch.Generator())(x)
+
+
+def test_standard_fused_attention_equals_the_hooked_pattern_path():
+    """Unhooked, the attention runs fused (SDPA); with a pattern hook it runs the explicit
+    softmax. Same function: logits and gradients agree to float tolerance."""
+    for pos in ("ape_learned", "rope"):
+        model = StandardTransformer(StandardConfig(pos=pos, max_len=64), 65,
+                                    torch.Generator().manual_seed(0))
+        x = torch.randint(65, (3, 24), generator=torch.Generator().manual_seed(1))
+        params = [p for p in model.parameters() if p.requires_grad]
+        fused = model(x)
+        g_fused = torch.autograd.grad(fused.square().sum(), params)
+        with model.hooks([("blocks.0.attn.hook_pattern", lambda t, hook: None),
+                          ("blocks.1.attn.hook_pattern", lambda t, hook: None)]):
+            explicit = model(x)
+            g_explicit = torch.autograd.grad(explicit.square().sum(), params)
+        assert torch.allclose(fused, explicit, atol=1e-5)
+        assert all(torch.allclose(a, b, atol=1e-5) for a, b in zip(g_fused, g_explicit))

@@ -28,6 +28,11 @@ class HookPoint(nn.Module):
     def add(self, fn: HookFn, permanent: bool = False) -> None:
         self._fns.append((fn, permanent))
 
+    @property
+    def active(self) -> bool:
+        """Whether any hook is attached (a model may skip computing an unobserved tensor)."""
+        return bool(self._fns)
+
     def clear(self, including_permanent: bool = False) -> None:
         self._fns = [(f, p) for f, p in self._fns if p and not including_permanent]
 

@@ -19,6 +19,7 @@ from typing import Literal
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 from factlab.config import require
 from factlab.models.attention import rotate
@@ -71,6 +72,10 @@ class MultiHeadAttention(nn.Module):
             q, k = q.view(B, self.H, T, self.e), k.view(B, self.H, T, self.e)
         else:
             q, k = q.transpose(1, 2), k.transpose(1, 2)
+        if not self.hook_pattern.active:  # the same softmax(q k^T / sqrt(e)) v, fused
+            v = v.transpose(1, 2)  # [B, H, T, e]
+            z = F.scaled_dot_product_attention(q, k, v, is_causal=True).transpose(1, 2)
+            return self.out(self.hook_z(z).reshape(B, T, -1))
         scores = q @ k.transpose(-1, -2) / math.sqrt(self.e)  # [B, H, T, T]
         causal = torch.ones(T, T, dtype=torch.bool, device=x.device).tril()
         pattern = self.hook_pattern(torch.softmax(scores.masked_fill(~causal, float("-inf")), -1))
