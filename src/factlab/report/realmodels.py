@@ -24,6 +24,12 @@ def _finite(x: object) -> float:
     return float(x) if isinstance(x, (int, float)) and math.isfinite(x) else float("nan")
 
 
+def _mean_finite(values: list[float]) -> float:
+    """Mean of the finite values; NaN (quietly) when there are none, e.g. a probe not run."""
+    kept = [v for v in values if math.isfinite(v)]
+    return sum(kept) / len(kept) if kept else float("nan")
+
+
 def popqa_figures(run_dir: Path) -> list[Path]:
     """Accuracy by group after fine-tuning (per mode, mean over seeds); the probe by popularity."""
     records = list(iter_jsonl(Path(run_dir) / "metrics.jsonl"))
@@ -78,7 +84,7 @@ def popqa_figures(run_dir: Path) -> list[Path]:
             axes[0].legend()
             names = sorted({r["prop"] for r in rels})
             for k, key in enumerate(("zero_shot", "few_shot")):
-                vals = [np.nanmean([_finite(r.get(key)) for r in rels if r["prop"] == n])
+                vals = [_mean_finite([_finite(r.get(key)) for r in rels if r["prop"] == n])
                         for n in names]
                 axes[1].barh(np.arange(len(names)) + 0.4 * k, vals, 0.4,
                              label=key.replace("_", "-"))
