@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from factlab.experiments import get_experiment
 from factlab.report.style import DECIDE_GID, THRESHOLD_GID
 
 
@@ -121,7 +122,6 @@ def test_capacity_draws_the_slope_bounds_and_the_stored_slope(tmp_path, caught):
 
 
 def test_tradeoff_marks_the_threshold_on_the_colour_bar(tmp_path, caught):
-    from factlab.report.factual_recall import tradeoff_figures
 
     rows = [{"split": "grid", "step": 0, "seed": 0, "heads": h, "width": m,
              "acc": 1.0 if h * m >= 64 else 0.5, "starved": False}
@@ -131,7 +131,7 @@ def test_tradeoff_marks_the_threshold_on_the_colour_bar(tmp_path, caught):
     run = plant(tmp_path / "trade", cfg, rows,
                 summary("holds", {"spearman": -0.95, "mlp_span": 8.0,
                                   "spearman_per_seed": [-0.95], "span_per_seed": [8.0]}))
-    tradeoff_figures(run, 0.99)
+    get_experiment("recall-tradeoff").figures(run)
     (fig,) = caught
     assert horizontal_at(fig, 0.99)
     assert "Spearman -0.95" in notes(fig) and "8.0×" in notes(fig)
@@ -139,13 +139,12 @@ def test_tradeoff_marks_the_threshold_on_the_colour_bar(tmp_path, caught):
 
 
 def test_a_figure_drawn_before_the_summary_still_draws_the_threshold(tmp_path, caught):
-    from factlab.report.factual_recall import tradeoff_figures
 
     rows = [{"split": "grid", "step": 0, "seed": 0, "heads": h, "width": m, "acc": 1.0,
              "starved": False} for h in (1, 2) for m in (8, 16)]
     cfg = {"experiment": "recall-tradeoff", "model": {"d_model": 32, "d_head": 8},
            "task": {"n_subjects": 16, "n_relations": 16}}
-    tradeoff_figures(plant(tmp_path / "early", cfg, rows, None), 0.99)
+    get_experiment("recall-tradeoff").figures(plant(tmp_path / "early", cfg, rows, None))
     (fig,) = caught
     assert horizontal_at(fig, 0.99)
     assert "no verdict stored yet" in notes(fig)
@@ -156,14 +155,13 @@ def test_a_figure_drawn_before_the_summary_still_draws_the_threshold(tmp_path, c
 
 def test_induction_depth_draws_both_bars_on_the_stored_null(tmp_path, caught):
     from factlab.experiments.induction import ONE_LAYER_SLACK, TWO_LAYER_GAIN
-    from factlab.report.induction import figures_induction_depth
 
     rec = {"acc1": 0.23, "acc2": 0.85, "null_best": 0.5, "null_over_represented": 0.39,
            "null_count_match": 0.5, "null_shuffled_prefix": 0.17}
     rows = [{"split": "test", "step": 0, "seed": s, **rec} for s in (0, 1)]
     run = plant(tmp_path / "depth", {"experiment": "induction-depth"}, rows,
                 summary("holds", {"mean": rec, "per_seed": [rec, rec]}))
-    figures_induction_depth(run)
+    get_experiment("induction-depth").figures(run)
     (fig,) = caught
     assert horizontal_at(fig, 0.5 + ONE_LAYER_SLACK) and horizontal_at(fig, 0.5 + TWO_LAYER_GAIN)
     assert "1 layer 0.230" in notes(fig) and "needs ≥ 0.800" in notes(fig)
@@ -172,7 +170,6 @@ def test_induction_depth_draws_both_bars_on_the_stored_null(tmp_path, caught):
 
 def test_hijack_length_notes_the_seed_mean_of_the_stored_records(tmp_path, caught):
     from factlab.experiments.hijack import LOST, SHARP
-    from factlab.report.induction import figures_hijack_length
 
     rows = [{"split": "length", "step": f, "seed": s, "scheme": sch, "length": 64 * f,
              "acc_end": 0.5, "prev_token_in": 0.95, "prev_token_late": -1.0 if f == 1 else late}
@@ -182,7 +179,7 @@ def test_hijack_length_notes_the_seed_mean_of_the_stored_records(tmp_path, caugh
             for sch, late in (("ape_random", 0.1), ("rel_bias", 0.9))} for s in (0, 1)]
     run = plant(tmp_path / "len", {"experiment": "hijack-length", "factors": [1, 2]}, rows,
                 summary("holds", {"per_seed": per}))
-    figures_hijack_length(run)
+    get_experiment("hijack-length").figures(run)
     (fig,) = caught
     assert horizontal_at(fig, SHARP) and horizontal_at(fig, LOST)
     assert "ape_random: inside 0.95, past 0.11" in notes(fig)
@@ -194,7 +191,6 @@ def test_hijack_length_notes_the_seed_mean_of_the_stored_records(tmp_path, caugh
 
 def test_ic_recall_draws_the_target_and_the_stored_intervals(tmp_path, caught):
     from factlab.experiments.ic_recall import ACC_TARGET
-    from factlab.report.ic_recall import pattern_figures
 
     rows = [{"split": "best", "step": 0, "seed": 0, "lr": 0.01}]
     rows += [{"split": "train", "step": t, "seed": 0, "lr": 0.01, "acc": 0.5 + 0.1 * t,
@@ -206,7 +202,7 @@ def test_ic_recall_draws_the_target_and_the_stored_intervals(tmp_path, caught):
                                   "heldout_interval": [0.965, 0.9719], "asym_limit": 0.5007,
                                   "spread_limit": 0.506,
                                   "per_seed": [{"asym": 0.126, "spread": 0.633}]}))
-    pattern_figures(run)
+    get_experiment("ic-recall").figures(run)
     (fig,) = caught
     assert horizontal_at(fig, ACC_TARGET) and horizontal_at(fig, 0.5007)
     assert "[0.9774, 0.9814]" in notes(fig) and "needs ≤ 0.501" in notes(fig)
@@ -218,7 +214,6 @@ def test_ic_recall_draws_the_target_and_the_stored_intervals(tmp_path, caught):
 
 def test_extraction_trend_draws_the_minimum_change_from_the_first_point(tmp_path, caught):
     from factlab.experiments.extraction import MIN_EFFECT
-    from factlab.report.extraction import make_trend_figure
 
     rows = [{"split": "cell", "step": 0, "seed": s, "K": k, "test_acc": 0.4 + 0.1 * k,
              "test_acc_cov_seen": 0.6 + 0.05 * k, "retained_acc": 0.6, "stored_acc": 1.0,
@@ -227,7 +222,7 @@ def test_extraction_trend_draws_the_minimum_change_from_the_first_point(tmp_path
                 summary("holds", {"effect": 0.3, "effect_cov_seen": 0.15, "rho": 1.0,
                                   "rho_cov_seen": 1.0,
                                   "per_seed": {"0": {"effect": 0.29}, "1": {"effect": 0.31}}}))
-    make_trend_figure("K", "multiplicity $K$", log_x=True)(run)
+    get_experiment("extraction-multiplicity").figures(run)
     (fig,) = caught
     assert horizontal_at(fig, 0.5 + MIN_EFFECT) and horizontal_at(fig, 0.65 + MIN_EFFECT)
     assert "change +0.300 [+0.290, +0.310], ρ +1.00" in notes(fig)
@@ -254,7 +249,6 @@ def test_attention_only_draws_the_stored_minimum(tmp_path, caught):
 
 
 def test_bios_draws_the_base_accuracy_plus_the_gap(tmp_path, caught):
-    from factlab.report.realmodels import bios_figures
     from factlab.tasks.bios import ATTRIBUTES
 
     res = [{"split": "result", "step": 0, "seed": 0, "augment": aug,
@@ -266,7 +260,7 @@ def test_bios_draws_the_base_accuracy_plus_the_gap(tmp_path, caught):
                 summary("holds", {"gap": 0.41, "threshold": 0.3,
                                   "mean": {"single": {"qa_test_acc": 0.04},
                                            "multi": {"qa_test_acc": 0.45}}}))
-    bios_figures(run)
+    get_experiment("bios").figures(run)
     acc_fig = caught[0]
     assert horizontal_at(acc_fig, 0.34)
     assert "gap multi − single (all) 0.41" in notes(acc_fig)
@@ -276,7 +270,6 @@ def test_bios_draws_the_base_accuracy_plus_the_gap(tmp_path, caught):
 
 def test_popqa_draws_control_plus_margin_per_mode(tmp_path, caught):
     from factlab.experiments.popqa import MARGIN
-    from factlab.report.realmodels import popqa_figures
 
     rows = [{"split": "eval", "stage": "after_full", "step": 0, "seed": 0,
              "test_covered": 0.6, "control_covered": 0.2, "test_uncovered": 0.3,
@@ -284,7 +277,7 @@ def test_popqa_draws_control_plus_margin_per_mode(tmp_path, caught):
     run = plant(tmp_path / "popqa", {"experiment": "popqa-extraction"}, rows,
                 summary("holds", {"modes": {"full": {"test_covered": 0.6,
                                                      "control_covered": 0.2}}}))
-    popqa_figures(run)
+    get_experiment("popqa-extraction").figures(run)
     (fig,) = caught
     assert horizontal_at(fig, 0.2 + MARGIN)
     assert "gap held-out − control (covered) +0.400" in notes(fig)

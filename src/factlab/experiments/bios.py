@@ -21,7 +21,9 @@ The seed mean (mean rates, pooled items) gets the same rule; `combine_seeds` joi
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
+from types import SimpleNamespace
 from typing import Any
 
 from factlab.analysis.verdicts import Verdict, combine_seeds, decide, inconclusive, spread
@@ -37,6 +39,8 @@ from factlab.train.loop import TrainConfig
 BIOS_GAP = 0.30
 FITTED = 0.5
 Z = 2.0
+# the rule's constants, for the figures that draw them
+BIOS_RULE = SimpleNamespace(BIOS_GAP=BIOS_GAP, Z=Z)
 
 
 @dataclasses.dataclass
@@ -120,7 +124,7 @@ BIOS = Experiment(
           "pre-trained with multi5+permute augmentation than with a single entry (Physics 3.1).",
     config=BiosExperimentConfig,
     run=run_bios,
-    figures=bios_figures,
+    figures=functools.partial(bios_figures, rule=BIOS_RULE),
     presets={
         "quick": {"bios.n_people": 240, "bios.n_first": 30, "bios.n_middle": 30,
                   "bios.n_last": 50, "bios.n_cities": 40, "bios.n_universities": 40,

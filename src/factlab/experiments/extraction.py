@@ -24,6 +24,8 @@ facts are not stored (< STORED_MIN).
 from __future__ import annotations
 
 import dataclasses
+import functools
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -56,6 +58,11 @@ ATTENTION_MAJORITY = 0.5
 """Structured attention: the two informative tokens get most of the attention."""
 
 NULL_QUANTILE = 0.95
+# the rule's constants, for the figures that draw them
+EXTRACTION_RULE = SimpleNamespace(
+    EXTRACT_MIN=EXTRACT_MIN, RHO_MIN=RHO_MIN, MIN_EFFECT=MIN_EFFECT,
+    NEAR_CHANCE_FACTOR=NEAR_CHANCE_FACTOR, ATTENTION_MAJORITY=ATTENTION_MAJORITY,
+    NULL_QUANTILE=NULL_QUANTILE)
 """A probe beats its permutation null when it exceeds the null's 95% quantile (the
 pipeline's `rel_gap_null` is that quantile)."""
 
@@ -179,7 +186,8 @@ EXTRACTION = Experiment(
     name="extraction",
     claim="After next-token pre-training with multiplicity and Q&A fine-tuning on half of the "
           "subjects, the one-layer attention+MLP model answers questions about held-out facts.",
-    config=ExtractionConfig, run=run_extraction, figures=figures_extraction,
+    config=ExtractionConfig, run=run_extraction,
+    figures=functools.partial(figures_extraction, rule=EXTRACTION_RULE),
     presets={"quick": QUICK, "paper": PAPER},
 )
 
@@ -193,6 +201,7 @@ EXTRACTION_ACQUISITION = Experiment(
     name="extraction-acquisition",
     claim="Next-token pre-training learns structured attention (most mass on subject and "
           "template) and a shared direction per relation in the template images.",
-    config=AcquisitionConfig, run=run_acquisition, figures=figures_acquisition,
+    config=AcquisitionConfig, run=run_acquisition,
+    figures=functools.partial(figures_acquisition, rule=EXTRACTION_RULE),
     presets={"quick": QUICK, "paper": PAPER},
 )

@@ -28,6 +28,8 @@ inconclusive also when the facts were not stored (< STORED_MIN).
 from __future__ import annotations
 
 import dataclasses
+import functools
+from types import SimpleNamespace
 from typing import Any
 
 from factlab.analysis.seeds import over_seeds
@@ -45,6 +47,8 @@ LORA_GAP = 0.05
 trend rule, MIN_EFFECT)."""
 
 TOP_ENERGY_MIN = 0.5
+# the rule's constants, for the figures that draw them
+LORA_RULE = SimpleNamespace(LORA_GAP=LORA_GAP, TOP_ENERGY_MIN=TOP_ENERGY_MIN)
 """"Dominated by one direction": the top singular value carries most of the update's energy."""
 
 ATTENTION_TARGETS = ("W_Q", "W_Q+W_K")
@@ -137,6 +141,6 @@ EXTRACTION_LORA = Experiment(
     name="extraction-lora",
     claim="At sufficient coverage a rank <= 4 adapter on attention extracts within 0.05 of full "
           "fine-tuning, and the full update of W_QK is one direction aligned with the format.",
-    config=LoRAExpConfig, run=run_lora, figures=figures_lora,
+    config=LoRAExpConfig, run=run_lora, figures=functools.partial(figures_lora, rule=LORA_RULE),
     presets={"quick": {**QUICK, "coverages": "1"}, "paper": PAPER},
 )

@@ -28,6 +28,7 @@ and R² are reported (descriptive: the bound is an upper bound, so only its shap
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any
 
 from factlab.analysis.extraction_stats import log_error_fit
@@ -37,6 +38,7 @@ from factlab.config import require
 from factlab.experiments.base import Experiment, RunContext
 from factlab.experiments.extraction import (
     EXTRACT_MIN,
+    EXTRACTION_RULE,
     NEAR_CHANCE_FACTOR,
     PAPER,
     QUICK,
@@ -275,7 +277,7 @@ EXTRACTION_MULTIPLICITY = Experiment(
     claim="Held-out extraction accuracy rises with the pre-training multiplicity K, overall and "
           "on the covered-and-seen cell.",
     config=MultiplicityConfig, run=run_multiplicity,
-    figures=make_trend_figure("K", "multiplicity K", log_x=True),
+    figures=make_trend_figure("K", "multiplicity K", EXTRACTION_RULE, log_x=True),
     presets={"quick": {**QUICK, "values": "1,2,4"}, "paper": PAPER},
 )
 
@@ -284,7 +286,8 @@ EXTRACTION_UNIVERSE = Experiment(
     claim="At fixed K and fine-tuning size, held-out extraction falls as the relation-template "
           "universe |R| grows, overall and on the covered-and-seen cell.",
     config=UniverseConfig, run=run_universe,
-    figures=make_trend_figure("universe_size", "universe size $|R|$", log_x=True, sign=-1),
+    figures=make_trend_figure("universe_size", "universe size $|R|$", EXTRACTION_RULE,
+                              log_x=True, sign=-1),
     presets={"quick": {**QUICK, "values": "2,4,8"}, "paper": PAPER},
 )
 
@@ -292,7 +295,8 @@ EXTRACTION_COVERAGE = Experiment(
     name="extraction-coverage",
     claim="Held-out extraction rises with fine-tuning coverage c; at small c > 0 the facts of "
           "relations fine-tuning never touched are stored and retained but inaccessible.",
-    config=CoverageConfig, run=run_coverage, figures=figures_coverage,
+    config=CoverageConfig, run=run_coverage,
+    figures=functools.partial(figures_coverage, rule=EXTRACTION_RULE),
     presets={"quick": {**LONG, "values": "0,0.0625,0.25,0.5,1", "relation_values": "0.25,0.5"},
              "paper": PAPER},
 )

@@ -27,13 +27,21 @@ coverage of `coverages` (random C), and their difference, as mean [min, max] ove
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any
 
 from factlab.analysis.seeds import over_seeds
 from factlab.analysis.verdicts import Verdict, decide, inconclusive, spread
 from factlab.config import require
 from factlab.experiments.base import Experiment, RunContext
-from factlab.experiments.extraction import MIN_EFFECT, PAPER, QUICK, stored_reason, trend_part
+from factlab.experiments.extraction import (
+    EXTRACTION_RULE,
+    MIN_EFFECT,
+    PAPER,
+    QUICK,
+    stored_reason,
+    trend_part,
+)
 from factlab.pipelines.extraction import STORED_MIN, ExtractionConfig
 from factlab.pipelines.extraction_grid import sweep, with_corpus
 from factlab.report.extraction_variants import figures_question, figures_repeats
@@ -172,7 +180,8 @@ EXTRACTION_REPEATS = Experiment(
     claim="At the same multiplicity K, pre-training each fact with K distinct templates "
           "extracts more held-out facts than K repeats of one template: the templates, not "
           "the repeated exposure, make facts extractable.",
-    config=RepeatsConfig, run=run_repeats, figures=figures_repeats,
+    config=RepeatsConfig, run=run_repeats,
+    figures=functools.partial(figures_repeats, rule=EXTRACTION_RULE),
     presets={"quick": {**QUICK, "values": "4"}, "paper": PAPER},
 )
 

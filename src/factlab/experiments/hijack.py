@@ -24,6 +24,8 @@ hijack-prompts  The closed-form logit ξ(j) ≈ λ(e^c n_j + r_j)/(m e^c + L −
 from __future__ import annotations
 
 import dataclasses
+import functools
+from types import SimpleNamespace
 from typing import Any
 
 from factlab.analysis.curves import mean_record
@@ -42,6 +44,8 @@ SHARP = 0.9
 LOST = 0.5
 KEPT_SLACK = 0.1
 AGREE_MIN = 0.8
+# the rule's constants, for the figures that draw them
+HIJACK_RULE = SimpleNamespace(SHARP=SHARP, LOST=LOST, KEPT_SLACK=KEPT_SLACK, AGREE_MIN=AGREE_MIN)
 LEARNED_MIN = 0.5
 
 
@@ -227,7 +231,7 @@ HIJACK_LENGTH = Experiment(
           "that length while a relative-position model keeps it.",
     config=LengthConfig,
     run=run_hijack_length,
-    figures=figures_hijack_length,
+    figures=functools.partial(figures_hijack_length, rule=HIJACK_RULE),
     presets={"quick": _LENGTH_QUICK, "paper": PAPER},
 )
 
@@ -238,7 +242,7 @@ HIJACK_PROMPTS = Experiment(
           "answers.",
     config=PromptsConfig,
     run=run_hijack_prompts,
-    figures=figures_hijack_prompts,
+    figures=functools.partial(figures_hijack_prompts, rule=HIJACK_RULE),
     presets={"quick": _PROMPTS_QUICK,
              "paper": {**PAPER, "grid.n_prompts": 500, "grid.p1_len": 128,
                        "grid.p2_lens": "64,128,256", "grid.p3_len": 128,

@@ -38,7 +38,9 @@ inconclusive with the reason.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
+from types import SimpleNamespace
 from typing import Any
 
 from factlab.analysis.verdicts import Verdict, combine_seeds, decide, inconclusive, spread
@@ -54,6 +56,8 @@ from factlab.tasks.ic_recall import ICTaskConfig, sample_ic_recall
 from factlab.train.loop import TrainConfig
 
 ACC_TARGET = 0.99  # the paper's "~100%", as a success criterion
+# the rule's constants, for the figures that draw them
+IC_RECALL_RULE = SimpleNamespace(ACC_TARGET=ACC_TARGET)
 ORACLE_MIN = 0.99  # the constructed memory must recall >= 99% from the ideal input
 PRETRAIN_MIN = 0.99  # the pretrained memory must have learned Task A
 
@@ -245,7 +249,7 @@ IC_RECALL = Experiment(
     claim=_PATTERN_CLAIM.replace("frozen memory", "frozen constructed memory"),
     config=ICRecallConfig,
     run=run_pattern,
-    figures=pattern_figures,
+    figures=functools.partial(pattern_figures, rule=IC_RECALL_RULE),
     presets={"quick": {"task.n_subjects": 512, "task.n_answers": 4, "n_prompts": 8192,
                        "model.d_model": 256, "model.positions": "sinusoidal",
                        "protocol.min_steps": 1500, "protocol.patience": 6,
@@ -261,7 +265,7 @@ IC_RECALL_PRETRAINED = Experiment(
                                  "recall"),
     config=ICRecallConfig,
     run=run_pattern,
-    figures=pattern_figures,
+    figures=functools.partial(pattern_figures, rule=IC_RECALL_RULE),
     presets={"quick": {"memory.kind": "pretrained", "model.train_ov": True,
                        "model.d_model": 256, "task.n_subjects": 512, "task.n_answers": 4,
                        "model.positions": "sinusoidal",

@@ -14,6 +14,7 @@ that ended on its budget while still improving cannot show "stays below": inconc
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 from factlab.analysis.verdicts import Verdict, combine_seeds, decide, inconclusive, spread
@@ -21,6 +22,7 @@ from factlab.experiments.base import Experiment, RunContext
 from factlab.experiments.ic_recall import (
     ACC_TARGET,
     IC_RECALL,
+    IC_RECALL_RULE,
     ICRecallConfig,
     measure_pattern,
     pool_seeds,
@@ -69,7 +71,7 @@ IC_RECALL_SHARED_POOL = Experiment(
           "accuracy.",
     config=ICRecallConfig,
     run=run_shared_pool,
-    figures=pattern_figures,
+    figures=functools.partial(pattern_figures, rule=IC_RECALL_RULE),
     presets={"quick": {**IC_RECALL.presets["quick"], "task.answer_sets": "shared"},
              "paper": {**IC_RECALL.presets["paper"], "task.answer_sets": "shared"}},
 )

@@ -32,7 +32,9 @@ mean of N_min over seeds):
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -50,6 +52,9 @@ LINEAR_SLOPE_MIN = 0.7
 POLYLOG_POWER_MAX = 2.0
 ARMS = ("qk", "ov", "sgd", "control")
 JUDGED_ARM = "qk"
+# the rule's constants, for the figures that draw them
+SAMPLES_RULE = SimpleNamespace(
+    ACC_TARGET=ACC_TARGET, JUDGED_ARM=JUDGED_ARM, LINEAR_SLOPE_MIN=LINEAR_SLOPE_MIN)
 
 
 @dataclasses.dataclass
@@ -199,7 +204,7 @@ IC_RECALL_SAMPLES = Experiment(
           "roughly linearly.",
     config=ICSamplesConfig,
     run=run_samples,
-    figures=samples_figures,
+    figures=functools.partial(samples_figures, rule=SAMPLES_RULE),
     presets={"quick": {"sizes": "64,256,1024", "control_sizes": "16,32,64",
                        "model.d_model": 128, "task.n_answers": 2, "n_lo": 64,
                        "n_hi": 2048, "control_n_hi": 2048, "search_ratio": 4.0,

@@ -22,7 +22,9 @@ induction-depth  One layer does no better than order-free baselines while two la
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
+from types import SimpleNamespace
 from typing import Any
 
 import torch
@@ -61,6 +63,10 @@ PROBE_LEVEL = 0.5  # a memory probe "has risen" (chance 1/N or 1/T < 0.02)
 PROBES = ("wo1", "wk1", "wk0")  # the top-down order: W_O², W_K², W_K¹
 ONE_LAYER_SLACK = 0.05  # one layer may exceed the best order-free null by sampling noise only
 TWO_LAYER_GAIN = 0.3  # two layers must beat it by this much
+# the rule's constants, for the figures that draw them
+INDUCTION_RULE = SimpleNamespace(
+    BIGRAM_FRACTION=BIGRAM_FRACTION, HEAD_FRACTION=HEAD_FRACTION, PROBE_LEVEL=PROBE_LEVEL,
+    PROBES=PROBES, ONE_LAYER_SLACK=ONE_LAYER_SLACK, TWO_LAYER_GAIN=TWO_LAYER_GAIN)
 
 
 @dataclasses.dataclass
@@ -248,7 +254,7 @@ INDUCTION_HEAD = Experiment(
           "drops, and the induction memories are learned top-down: W_O2, then W_K2, then W_K1.",
     config=InductionConfig,
     run=run_induction_head,
-    figures=figures_induction_head,
+    figures=functools.partial(figures_induction_head, rule=INDUCTION_RULE),
     presets={"quick": _HEAD_QUICK, "paper": PAPER, "birth_fig3": BIRTH_FIG3},
 )
 
@@ -258,6 +264,6 @@ INDUCTION_DEPTH = Experiment(
           "positions, while two layers beat them by >= 0.3.",
     config=InductionConfig,
     run=run_induction_depth,
-    figures=figures_induction_depth,
+    figures=functools.partial(figures_induction_depth, rule=INDUCTION_RULE),
     presets={"quick": {"train.eval_every": 25}, "paper": PAPER},
 )

@@ -26,8 +26,10 @@ beside the verdict, not judged.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any, Literal
 
 import torch
@@ -48,6 +50,8 @@ MARGIN = 0.10
 ACQUIRED = 0.5
 FITTED = 0.5
 Z = 2.0
+# the rule's constants, for the figures that draw them
+POPQA_RULE = SimpleNamespace(MARGIN=MARGIN, Z=Z)
 
 
 @dataclasses.dataclass
@@ -218,7 +222,7 @@ POPQA_EXTRACTION = Experiment(
           "group never pre-trained on them, with full and LoRA fine-tuning (2508).",
     config=PopQAExtractionConfig,
     run=run_popqa,
-    figures=popqa_figures,
+    figures=functools.partial(popqa_figures, rule=POPQA_RULE),
     requires={"model": "a local HF causal-LM directory (`factlab convert-model` writes one "
                        "from the SmolLM2 wheel; docs/realmodels.md)"},
     presets={"quick": {}, "paper": {"n_pop_bins": 10, "pretrain.steps": 3000, "qa.steps": 2000,

@@ -28,7 +28,9 @@ by `combine_seeds`.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -46,6 +48,10 @@ PLATEAU_REL_LOSS = 0.15  # nats
 PLATEAU_BAND = (0.75, 1.25)  # total loss within this factor of log D
 PLATEAU_MIN_FRACTION = 0.05  # of all training steps
 CONVERGED_LOSS_FRACTION = 0.1  # final total loss below 0.1 log D
+# the rule's constants, for the figures that draw them
+SEQUENTIAL_RULE = SimpleNamespace(
+    PLATEAU_REL_LOSS=PLATEAU_REL_LOSS, PLATEAU_BAND=PLATEAU_BAND,
+    PLATEAU_MIN_FRACTION=PLATEAU_MIN_FRACTION, CONVERGED_LOSS_FRACTION=CONVERGED_LOSS_FRACTION)
 CURVE_KEYS = ("loss", "acc", "loss_relation", "acc_relation", "loss_subject", "acc_subject")
 
 
@@ -148,6 +154,6 @@ RECALL_SEQUENTIAL = Experiment(
           "loss ~ log D) before converging.",
     config=SequentialConfig,
     run=run,
-    figures=sequential_figures,
+    figures=functools.partial(sequential_figures, rule=SEQUENTIAL_RULE),
     presets={"paper": {"n_test": 65536}},
 )

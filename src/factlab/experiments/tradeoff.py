@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -49,6 +50,9 @@ THRESHOLD = 0.99
 MIN_FRONTIER = 3
 MAX_SPEARMAN = -0.8
 MIN_SPAN = 2.0
+# the rule's constants, for the figures that draw them
+TRADEOFF_RULE = SimpleNamespace(
+    MIN_FRONTIER=MIN_FRONTIER, MAX_SPEARMAN=MAX_SPEARMAN, MIN_SPAN=MIN_SPAN)
 
 
 @dataclasses.dataclass
@@ -152,7 +156,7 @@ RECALL_TRADEOFF = Experiment(
           "success frontier over (heads x MLP width) runs diagonally, not along one axis.",
     config=TradeoffConfig,
     run=run,
-    figures=functools.partial(tradeoff_figures, threshold=THRESHOLD),
+    figures=functools.partial(tradeoff_figures, threshold=THRESHOLD, rule=TRADEOFF_RULE),
     presets={"paper": {
         "task.n_subjects": 32, "task.n_relations": 32, "task.n_answers": 8,
         "task.n_noise": 64, "task.seq_len": 32, "model.d_model": 32, "model.d_head": 8,

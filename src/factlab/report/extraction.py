@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -68,11 +69,11 @@ TWO_PARTS = (("held-out", "test_acc", "effect", "rho"),
 
 
 def trend_rule(ax: Any, stored: Stored, values: Sequence[Any], series: dict[str, np.ndarray],
-               parts: Sequence[tuple[str, str, str, str]], sign: int = 1,
-               loc: str = "below") -> None:
+               parts: Sequence[tuple[str, str, str, str]], rule: SimpleNamespace,
+               sign: int = 1, loc: str = "below") -> None:
     """The trend rule on a curve panel: a line at first point + sign * MIN_EFFECT per judged
     series (what its end must pass) and the stored change and Spearman rho."""
-    from factlab.experiments.extraction import MIN_EFFECT, RHO_MIN
+    MIN_EFFECT, RHO_MIN = rule.MIN_EFFECT, rule.RHO_MIN
 
     lines = []
     for i, (label, _, effect, rho) in enumerate(parts):
@@ -87,12 +88,12 @@ def trend_rule(ax: Any, stored: Stored, values: Sequence[Any], series: dict[str,
     annotate(ax, note(stored, *lines, width=60), loc)
 
 
-def make_trend_figure(key: str, xlabel: str, log_x: bool = False, sign: int = 1,
-                      parts: Sequence[tuple[str, str, str, str]] = TWO_PARTS,
+def make_trend_figure(key: str, xlabel: str, rule: SimpleNamespace, log_x: bool = False,
+                      sign: int = 1, parts: Sequence[tuple[str, str, str, str]] = TWO_PARTS,
                       ) -> Callable[[Path], list[Path]]:
     """Held-out accuracy (overall and covered-and-seen) vs the knob with the trend rule's bars
-    and stored numbers (`parts` are the judged series; `sign` -1: a falling trend), and the
-    collapse panel."""
+    and stored numbers (`parts` are the judged series; `sign` -1: a falling trend; `rule` the
+    verdict's constants), and the collapse panel."""
 
     def figures(run_dir: Path) -> list[Path]:
         rows = [r for r in read_split(run_dir, "cell") if r.get("mode", "random") == "random"]
@@ -107,7 +108,7 @@ def make_trend_figure(key: str, xlabel: str, log_x: bool = False, sign: int = 1,
                       "stored": by_seed(rows, key, values, "stored_acc")}
             curves(ax, values, series, logx=log_x, xlabel=xlabel, ylabel="accuracy")
             threshold_line(ax, rows[0]["chance_block"], "chance 1/D", color="gray", ls="-.")
-            trend_rule(ax, stored_verdict(run_dir), values, series, parts, sign)
+            trend_rule(ax, stored_verdict(run_dir), values, series, parts, rule, sign)
             ax.set_ylim(0, 1.02)
             ax.set_xticks(values, [f"{v:g}" for v in values])
             ax.minorticks_off()
@@ -119,14 +120,14 @@ def make_trend_figure(key: str, xlabel: str, log_x: bool = False, sign: int = 1,
     return figures
 
 
-def figures_coverage(run_dir: Path) -> list[Path]:
+def figures_coverage(run_dir: Path, rule: SimpleNamespace) -> list[Path]:
     """Trend (random C), whole-relation C by covered/uncovered relation, hallucination vs c."""
     rows = read_split(run_dir, "cell")
     if not rows:
         return []
-    from factlab.experiments.extraction import EXTRACT_MIN, NEAR_CHANCE_FACTOR
+    EXTRACT_MIN, NEAR_CHANCE_FACTOR = rule.EXTRACT_MIN, rule.NEAR_CHANCE_FACTOR
 
-    paths = make_trend_figure("coverage", "coverage c", parts=TWO_PARTS[:1])(run_dir)
+    paths = make_trend_figure("coverage", "coverage c", rule, parts=TWO_PARTS[:1])(run_dir)
     rel = [r for r in rows if r.get("mode") == "relations"]
     rnd = [r for r in rows if r.get("mode") == "random"]
     stored = stored_verdict(run_dir)
@@ -186,12 +187,12 @@ def figures_size(run_dir: Path) -> list[Path]:
         return [save_figure(fig, run_dir, "collapse")]
 
 
-def figures_extraction(run_dir: Path) -> list[Path]:
+def figures_extraction(run_dir: Path, rule: SimpleNamespace) -> list[Path]:
     """Pre-training curves, fine-tuning validation curves (first seed), held-out cells."""
     pre, ft, final = (read_split(run_dir, s) for s in ("pretrain", "finetune", "final"))
     if not final:
         return []
-    from factlab.experiments.extraction import EXTRACT_MIN
+    EXTRACT_MIN = rule.EXTRACT_MIN
 
     seed0 = min(r["seed"] for r in final)
     stored = stored_verdict(run_dir)
@@ -223,12 +224,12 @@ def figures_extraction(run_dir: Path) -> list[Path]:
         return [save_figure(fig, run_dir, "extraction")]
 
 
-def figures_acquisition(run_dir: Path) -> list[Path]:
+def figures_acquisition(run_dir: Path, rule: SimpleNamespace) -> list[Path]:
     """Attention mass on s+T against uniform, relation gap against its permutation null."""
     final = read_split(run_dir, "final")
     if not final:
         return []
-    from factlab.experiments.extraction import ATTENTION_MAJORITY, NULL_QUANTILE
+    ATTENTION_MAJORITY, NULL_QUANTILE = rule.ATTENTION_MAJORITY, rule.NULL_QUANTILE
 
     stored = stored_verdict(run_dir)
     with paper_style():
@@ -253,12 +254,12 @@ def figures_acquisition(run_dir: Path) -> list[Path]:
         return [save_figure(fig, run_dir, "acquisition")]
 
 
-def figures_lora(run_dir: Path) -> list[Path]:
+def figures_lora(run_dir: Path, rule: SimpleNamespace) -> list[Path]:
     """Held-out and retained accuracy per (target, rank) beside full FT; update spectra."""
     rows = read_split(run_dir, "cell")
     if not rows:
         return []
-    from factlab.experiments.extraction_lora import LORA_GAP, TOP_ENERGY_MIN
+    LORA_GAP, TOP_ENERGY_MIN = rule.LORA_GAP, rule.TOP_ENERGY_MIN
 
     names = list(dict.fromkeys(r["variant"] for r in rows))
     stored = stored_verdict(run_dir)

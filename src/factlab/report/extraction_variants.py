@@ -5,6 +5,7 @@ stored numbers (`plots.stored_verdict`)."""
 from __future__ import annotations
 
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 
@@ -32,10 +33,10 @@ def _by_seed(rows: Rows, match: list[dict], metric: str) -> np.ndarray:
     return out
 
 
-def figures_repeats(run_dir: Path) -> list[Path]:
+def figures_repeats(run_dir: Path, rule: SimpleNamespace) -> list[Path]:
     """Held-out accuracy per (K, mode) with the bar templates must pass at the judged K
     (repeats + MIN_EFFECT), and the seen / unseen template cells beside it."""
-    from factlab.experiments.extraction import MIN_EFFECT
+    MIN_EFFECT = rule.MIN_EFFECT
 
     rows = read_split(run_dir, "cell")
     if not rows:

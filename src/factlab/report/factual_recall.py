@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 
@@ -72,10 +73,9 @@ def capacity_figures(run_dir: Path, kind: str, slope_range: tuple[float, float])
         return [save_figure(fig, run_dir, "capacity")]
 
 
-def sequential_figures(run_dir: Path) -> list[Path]:
+def sequential_figures(run_dir: Path, rule: SimpleNamespace) -> list[Path]:
     """Losses and accuracies over steps (seed bands): the verdict's plateau band, the
     relation-only and convergence bars, log(RD), the stored plateau shaded and annotated."""
-    from factlab.experiments import sequential as rule  # the verdict's constants
 
     records = read_split(run_dir, "test")
     if not records:
@@ -122,10 +122,9 @@ def sequential_figures(run_dir: Path) -> list[Path]:
         return [save_figure(fig, run_dir, "sequential")]
 
 
-def tradeoff_figures(run_dir: Path, threshold: float) -> list[Path]:
+def tradeoff_figures(run_dir: Path, threshold: float, rule: SimpleNamespace) -> list[Path]:
     """Seed-mean accuracy over (attention params, MLP params): cells reaching the verdict's
     threshold outlined (and marked on the colour bar), the frontier, its stored Spearman."""
-    from factlab.experiments import tradeoff as rule  # the verdict's constants
 
     rows = read_split(run_dir, "grid")
     if not rows:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 
@@ -66,7 +67,7 @@ def _pattern_note(stored: Stored) -> str:
     return "; ".join(parts)
 
 
-def pattern_figures(run_dir: Path) -> list[Path]:
+def pattern_figures(run_dir: Path, rule: SimpleNamespace) -> list[Path]:
     """ic_training.png (accuracy, role masses, asymmetry/spread vs null) and ic_attention.png."""
     chosen = _chosen(run_dir)
     if not chosen:
@@ -83,7 +84,7 @@ def pattern_figures(run_dir: Path) -> list[Path]:
     def stack(key: str) -> np.ndarray:
         return np.stack([_series(v[:length], key) for v in per_seed.values()])
 
-    from factlab.experiments.ic_recall import ACC_TARGET
+    ACC_TARGET = rule.ACC_TARGET
 
     stored = stored_verdict(run_dir)
     cfg = json.loads((run_dir / "config.json").read_text())
@@ -137,11 +138,11 @@ def pattern_figures(run_dir: Path) -> list[Path]:
     return out
 
 
-def samples_figures(run_dir: Path) -> list[Path]:
+def samples_figures(run_dir: Path, rule: SimpleNamespace) -> list[Path]:
     """ic_samples.png: N_min vs S*R per arm with the rule's slope limits through each judged
     arm's first point, and N_min vs ln(S*R) (log-log)."""
-    from factlab.experiments.ic_recall import ACC_TARGET
-    from factlab.experiments.ic_recall_samples import JUDGED_ARM, LINEAR_SLOPE_MIN
+    ACC_TARGET, JUDGED_ARM = rule.ACC_TARGET, rule.JUDGED_ARM
+    LINEAR_SLOPE_MIN = rule.LINEAR_SLOPE_MIN
 
     rows = read_split(run_dir, "n_min")
     if not rows:

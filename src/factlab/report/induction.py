@@ -12,6 +12,7 @@ import json
 import math
 from collections.abc import Callable
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -56,10 +57,9 @@ def _figure(run_dir: Path, split: str, name: str, figsize: tuple[float, float], 
         return [save_figure(fig, run_dir, name)]
 
 
-def figures_induction_head(run_dir: Path) -> list[Path]:
+def figures_induction_head(run_dir: Path, rule: SimpleNamespace) -> list[Path]:
     """Validation losses and the three memory probes over iterations (seed bands), with the
     probe level and the seed-mean milestones the order rule compares."""
-    from factlab.experiments import induction as rule
 
     def draw(axes: Any, rows: Rows, stored: Stored, cfg: dict[str, Any]) -> None:
         ax1, ax2 = axes
@@ -91,10 +91,9 @@ def figures_induction_head(run_dir: Path) -> list[Path]:
     return _figure(run_dir, "val", "probes", (6.75, 2.6), 2, draw)
 
 
-def figures_induction_depth(run_dir: Path) -> list[Path]:
+def figures_induction_depth(run_dir: Path, rule: SimpleNamespace) -> list[Path]:
     """Test acc_end of one and two layers beside the order-free nulls (per seed), with the
     two bars the rule sets on the best null."""
-    from factlab.experiments import induction as rule
 
     def draw(axes: Any, rows: Rows, stored: Stored, cfg: dict[str, Any]) -> None:
         (ax,) = axes
@@ -121,10 +120,9 @@ def figures_induction_depth(run_dir: Path) -> list[Path]:
     return _figure(run_dir, "test", "depth", (3.6, 2.6), 1, draw)
 
 
-def figures_hijack_length(run_dir: Path) -> list[Path]:
+def figures_hijack_length(run_dir: Path, rule: SimpleNamespace) -> list[Path]:
     """Previous-token accuracy past T_train and acc_end vs length, per scheme, with the
     sharpness and "lost" levels of the rule and the stored seed-mean numbers."""
-    from factlab.experiments import hijack as rule
 
     def draw(axes: Any, rows: Rows, stored: Stored, cfg: dict[str, Any]) -> None:
         ax1, ax2 = axes
@@ -154,10 +152,9 @@ def figures_hijack_length(run_dir: Path) -> list[Path]:
     return _figure(run_dir, "length", "length", (6.75, 2.6), 2, draw)
 
 
-def figures_hijack_prompts(run_dir: Path) -> list[Path]:
+def figures_hijack_prompts(run_dir: Path, rule: SimpleNamespace) -> list[Path]:
     """Per family: closed-form agreement and the in-context win rate per scheme, with the
     agreement bar and the stored seed-mean agreement / best-constant pair."""
-    from factlab.experiments import hijack as rule
 
     rows = read_split(run_dir, "prompts")
     n_fam = max(1, len({r["family"] for r in rows}))
@@ -190,10 +187,9 @@ def figures_hijack_prompts(run_dir: Path) -> list[Path]:
     return _figure(run_dir, "prompts", "prompts", (2.2 * n_fam, 2.6), n_fam, draw)
 
 
-def figures_standard(run_dir: Path) -> list[Path]:
+def figures_standard(run_dir: Path, rule: SimpleNamespace) -> list[Path]:
     """Validation acc_end and the best head scores over iterations, per positional scheme,
     with the null + gain bar, the head-score bar and the stored seed-mean record."""
-    from factlab.experiments import standard as rule
 
     def draw(axes: Any, rows: Rows, stored: Stored, cfg: dict[str, Any]) -> None:
         ax1, ax2 = axes

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from types import SimpleNamespace
 
 from factlab.report.plots import annotate, note, stored_verdict, threshold_line
 from factlab.report.plots import seed_text as plots_seed_text
@@ -30,7 +31,7 @@ def _mean_finite(values: list[float]) -> float:
     return sum(kept) / len(kept) if kept else float("nan")
 
 
-def popqa_figures(run_dir: Path) -> list[Path]:
+def popqa_figures(run_dir: Path, rule: SimpleNamespace) -> list[Path]:
     """Accuracy by group after fine-tuning (per mode, mean over seeds); the probe by popularity."""
     records = list(iter_jsonl(Path(run_dir) / "metrics.jsonl"))
     after = [r for r in records if r["split"] == "eval" and r["stage"].startswith("after_")]
@@ -38,7 +39,7 @@ def popqa_figures(run_dir: Path) -> list[Path]:
     out: list[Path] = []
     if not after and not probe:
         return out
-    from factlab.experiments.popqa import MARGIN, Z
+    MARGIN, Z = rule.MARGIN, rule.Z
 
     stored = stored_verdict(run_dir)
     with paper_style():
@@ -96,7 +97,7 @@ def popqa_figures(run_dir: Path) -> list[Path]:
     return out
 
 
-def bios_figures(run_dir: Path) -> list[Path]:
+def bios_figures(run_dir: Path, rule: SimpleNamespace) -> list[Path]:
     """Held-out Q&A accuracy per augmentation and attribute; pre-training loss curves."""
     records = list(iter_jsonl(Path(run_dir) / "metrics.jsonl"))
     res = [r for r in records if r["split"] == "result"]
@@ -104,7 +105,7 @@ def bios_figures(run_dir: Path) -> list[Path]:
         return []
     out = []
     augments = list(dict.fromkeys(r["augment"] for r in res))
-    from factlab.experiments.bios import BIOS_GAP, Z
+    BIOS_GAP, Z = rule.BIOS_GAP, rule.Z
 
     stored = stored_verdict(run_dir)
     bar = stored.get("threshold", default=BIOS_GAP)
