@@ -229,6 +229,21 @@ def test_extraction_trend_draws_the_minimum_change_from_the_first_point(tmp_path
     assert_clean_labels(fig)
 
 
+def test_extraction_size_draws_the_trend_rule_on_the_default_setup(tmp_path, caught):
+    from factlab.experiments.extraction import MIN_EFFECT
+
+    rows = [{"split": "cell", "step": 0, "seed": s, "setup": setup, "n_finetune": n,
+             "test_acc": base + 0.1 * i, "bound_x": 5.0 * (i + 1)}
+            for s in (0, 1) for setup, base in (("2:4", 0.5), ("1:4", 0.3))
+            for i, n in enumerate((100, 300, 1000))]
+    run = plant(tmp_path / "size", {"experiment": "extraction-size"}, rows,
+                summary("holds", {"effect": 0.2, "rho": 1.0}))
+    get_experiment("extraction-size").figures(run)
+    (fig,) = caught
+    assert horizontal_at(fig, 0.5 + MIN_EFFECT)  # the first (judged) setup's first point + margin
+    assert "change" in notes(fig)
+
+
 def test_attention_only_draws_the_stored_minimum(tmp_path, caught):
     from factlab.pipelines.extraction import STORED_MIN
     from factlab.report.extraction import figures_attention_only

@@ -276,3 +276,20 @@ def test_figures_are_drawn_after_the_verdict_is_stored(tmp_path):
     assert seen["verdict"] == "holds" and seen["figures"] == []
     stored = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert stored["figures"] == summary["figures"] == ["toy.png"]
+
+
+def test_report_of_one_run_redraws_and_records_its_figures(tmp_path, capsys):
+    """A run whose figures failed to draw (summary "figures": []) gets them back from
+    `factlab report RUN`, and summary.json lists them again."""
+    from factlab.cli import main
+
+    run = tmp_path / "run"
+    assert main(["run", "capacity-linear", "d=8", "seeds=0", "--out", str(run),
+                 "--no-progress"]) == 0
+    stored = json.loads((run / "summary.json").read_text())
+    assert stored["figures"]
+    (run / "summary.json").write_text(json.dumps({**stored, "figures": []}))
+    capsys.readouterr()
+    assert main(["report", str(run)]) == 0
+    assert "figure:" in capsys.readouterr().out
+    assert json.loads((run / "summary.json").read_text())["figures"] == stored["figures"]

@@ -268,6 +268,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
     from factlab.report.collect import collect, iter_run_dirs, summary_line
     from factlab.report.html import write_report
     from factlab.runs.sweep import write_table
+    from factlab.store.run_dir import record_figures
 
     run_dir = Path(args.run_dir)
     if not run_dir.is_dir() or not any(True for _ in iter_run_dirs(run_dir)):
@@ -280,8 +281,10 @@ def _cmd_report(args: argparse.Namespace) -> int:
         except (json.JSONDecodeError, KeyError):
             raise ConfigError(f"report: {config_path} is malformed") from None
         if (run_dir / "summary.json").exists() and name in REGISTRY:
-            for path in get_experiment(name).figures(run_dir):
+            drawn = get_experiment(name).figures(run_dir)
+            for path in drawn:
                 print(f"figure:   {path}")
+            record_figures(run_dir, drawn)
     for manifest in sorted(run_dir.rglob("sweep.json")):  # sweeps: their tables again
         write_table(manifest.parent)
     page, md = write_report(run_dir)

@@ -305,7 +305,7 @@ EXTRACTION_SIZE = Experiment(
     name="extraction-size",
     claim="Held-out extraction rises with the fine-tuning size Ñ_f; pooled over K, |R| and Ñ_f, "
           "log held-out error falls with x = Ñ_f K² log|R| / (2|R|²) (reported with its fit).",
-    config=SizeConfig, run=run_size, figures=figures_size,
+    config=SizeConfig, run=run_size, figures=functools.partial(figures_size, rule=EXTRACTION_RULE),
     presets={"quick": {**QUICK, "values": "100,300,1000", "setups": "2:4,1:4,2:8"},
              "paper": PAPER},
 )

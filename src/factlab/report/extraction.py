@@ -165,7 +165,7 @@ def figures_coverage(run_dir: Path, rule: SimpleNamespace) -> list[Path]:
     return paths
 
 
-def figures_size(run_dir: Path) -> list[Path]:
+def figures_size(run_dir: Path, rule: SimpleNamespace) -> list[Path]:
     """Held-out accuracy vs Ñ_f per (K, tau) setup, and the collapse of every cell on x."""
     rows = read_split(run_dir, "cell")
     if not rows:
@@ -179,7 +179,7 @@ def figures_size(run_dir: Path) -> list[Path]:
             curves(ax, ns, series, logx=True, color=f"C{i}")
             if i == 0:  # the verdict judges the first (default) setup's trend
                 trend_rule(ax, stored_verdict(run_dir), ns, series,
-                           ((setup, "test_acc", "effect", "rho"),))
+                           ((setup, "test_acc", "effect", "rho"),), rule)
         ax.set(xlabel=r"fine-tuning sequences $N_f$", ylabel="held-out Q&A acc", ylim=(0, 1.02))
         ax.legend(fontsize=5)
         collapse_panel(bx, rows, group="setup")

@@ -52,6 +52,15 @@ def summary_ok(run_dir: str | Path) -> bool:
         return False
 
 
+def record_figures(run_dir: str | Path, paths: list[Path]) -> None:
+    """Set summary.json's "figures" to `paths` (redrawn by `factlab report`), if they differ."""
+    run_dir = Path(run_dir)
+    summary = json.loads((run_dir / "summary.json").read_text())
+    figures = [str(Path(p).relative_to(run_dir)) for p in paths]
+    if summary.get("figures") != figures:
+        write_json_atomic(run_dir / "summary.json", {**summary, "figures": figures})
+
+
 def run_id(config: dict[str, Any]) -> str:
     """First 12 hex digits of the SHA-256 of the canonical config JSON."""
     blob = json.dumps(config, sort_keys=True, separators=(",", ":")).encode()
