@@ -143,7 +143,8 @@ def test_reproduce_skips_a_claim_that_needs_user_input(tmp_path, user_modules):
     result = reproduce(out, only=["test_report:TOY_NEEDS"], launcher="serial", quiet=True)
     assert result.summary == "1 claim: 0 holds, 0 fails, 0 inconclusive, 1 skipped"
     [row] = collect(out)
-    assert row.verdict == "skipped" and "needs model=: a planted model path" in row.reason
+    assert row.experiment == "toy-needs" and row.verdict == "skipped"
+    assert "needs model=: a planted model path" in row.reason
     assert row.claim == TOY_NEEDS.claim and not list(out.rglob("summary.json"))
     ran = reproduce(tmp_path / "given", only=["test_report:TOY_NEEDS"], overrides=["model=x"],
                     launcher="serial", quiet=True)

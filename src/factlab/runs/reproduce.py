@@ -137,7 +137,7 @@ def reproduce(out: str | Path, scale: str = "quick", only: Sequence[str] | None 
         for c in sweep.cells:
             missing = [k for k in exp.requires if not c.config.get(k)]
             if missing:  # an input only the user can give: a skipped row, not an error
-                mark_skipped(sweep.run_dir(c), c.config, exp.claim,
+                mark_skipped(sweep.run_dir(c), {"experiment": exp.name, **c.config}, exp.claim,
                              "; ".join(f"needs {k}=: {exp.requires[k]}" for k in missing))
             elif not summary_ok(sweep.run_dir(c)):
                 tasks.append({"target": sweep.target, "overrides": c.overrides,
