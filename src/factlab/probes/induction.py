@@ -12,6 +12,11 @@ import torch
 import torch.nn.functional as F
 
 from factlab.models.two_layer import TwoLayerModel
+from factlab.probes.metrics import forward_chunks
+
+# sequences per evaluation forward: the [B, H, T, T] scores of a whole eval batch (B = 512,
+# T = 256 at Birth's configuration) would otherwise set the run's peak memory
+SEQ_CHUNK = 128
 
 PATHS = ("direct", "layer1", "induction", "ffn")
 
@@ -27,7 +32,8 @@ def forward_with_patterns(model: TwoLayerModel, x: torch.Tensor):
     """(logits [B,T,N], A¹ pattern [B,T,T], last-layer pattern [B,T,T])."""
     last = len(model.blocks) - 1
     names = ["blocks.0.attn.hook_pattern", f"blocks.{last}.attn.hook_pattern"]
-    logits, cache = model.run_with_cache(x, names_filter=names)
+    logits, cache = forward_chunks(lambda t: model.run_with_cache(t, names_filter=names), x,
+                                   chunk=SEQ_CHUNK)
     return logits, cache[names[0]][:, 0], cache[names[1]][:, 0]
 
 
@@ -217,7 +223,8 @@ def path_metrics(model: TwoLayerModel, x: torch.Tensor, y: torch.Tensor,
     """
     n = len(model.blocks)
     last = f"blocks.{n - 1}"
-    _, cache = model.run_with_cache(x, names_filter=_path_hooks(n))
+    _, cache = forward_chunks(lambda t: model.run_with_cache(t, names_filter=_path_hooks(n)), x,
+                              chunk=SEQ_CHUNK)
     attn = cache[f"{last}.hook_attn_out"]
     ffn = model.blocks[-1].mlp
     paths = {"direct": cache["blocks.0.hook_resid_pre"]}
