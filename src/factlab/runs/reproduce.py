@@ -42,17 +42,18 @@ MANIFEST = "reproduce.json"
 CLAIMS = "claims.csv"
 SKIPPED = "skipped.json"  # read by report.collect: a claim that needs input only a user has
 # Quick-scale seconds per claim, from the last timed `factlab reproduce --scale quick --workers 2`
-# (README; extraction-repeats and -question from one timed `factlab run` each, at load ~4),
+# (README: 42 min for all 26 claims on 2 idle cores),
 # used only to start the longest claims first (LPT order) so that no long claim is left
 # running alone at the end; a claim not listed counts as 60 s.
-EXPECTED_S = {"bios": 1075, "capacity-mlp": 582, "induction-standard": 557,
-              "ic-recall-samples": 298, "extraction-size": 251, "extraction-schedule": 242,
-              "recall-tradeoff": 224, "extraction-coverage": 224, "ic-recall-pretrained": 202,
-              "extraction-lora": 157, "hijack-length": 155, "extraction-multiplicity": 149,
-              "extraction-universe": 140, "capacity-linear": 137, "extraction-repeats": 127,
-              "hijack-prompts": 120, "extraction-attention-only": 112,
-              "ic-recall-shared-pool": 111, "extraction-question": 108, "induction-head": 101,
-              "induction-depth": 91}
+EXPECTED_S = {"bios": 1009, "capacity-mlp": 584, "induction-standard": 383,
+              "extraction-size": 282, "ic-recall-pretrained": 270, "ic-recall-samples": 254,
+              "recall-tradeoff": 244, "extraction-schedule": 204, "extraction-coverage": 193,
+              "extraction-lora": 171, "hijack-prompts": 163, "hijack-length": 141,
+              "extraction-universe": 135, "extraction-multiplicity": 128, "capacity-linear": 122,
+              "ic-recall-shared-pool": 106, "extraction-attention-only": 104,
+              "induction-head": 96, "induction-depth": 89, "extraction-question": 73,
+              "extraction-repeats": 70, "recall-sequential": 44, "extraction": 41,
+              "ic-recall": 38, "extraction-acquisition": 32}
 
 
 def select(only: Sequence[str] | None = None) -> list[str]:
