@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+from collections.abc import Callable
 from types import SimpleNamespace
 from typing import Any
 
@@ -77,6 +78,16 @@ QUICK = {
     "finetune_lrs": "0.0003,0.001,0.003", "lora_lrs": "0.003,0.01,0.03,0.1",
 }
 PAPER: dict[str, Any] = {}
+
+
+def cell_logger(ctx: RunContext) -> Callable[[dict[str, Any]], None]:
+    """Log each cell record of a grid sweep under split "cell", numbered as it arrives."""
+    count = [0]
+
+    def on_row(row: dict[str, Any]) -> None:
+        ctx.log(count[0], "cell", **row)
+        count[0] += 1
+    return on_row
 
 
 def stored_reason(cells: list[dict[str, Any]]) -> str:

@@ -42,6 +42,7 @@ from factlab.experiments.extraction import (
     NEAR_CHANCE_FACTOR,
     PAPER,
     QUICK,
+    cell_logger,
     stored_reason,
     trend_part,
     trend_text,
@@ -127,19 +128,10 @@ def judge_size(cells: list[dict[str, Any]]) -> Verdict:
     return decide(trend["ok"], ev, metrics)
 
 
-def _logger(ctx: RunContext):
-    count = [0]
-
-    def on_row(row: dict) -> None:
-        ctx.log(count[0], "cell", **row)
-        count[0] += 1
-    return on_row
-
-
 def run_multiplicity(cfg: MultiplicityConfig, ctx: RunContext) -> Verdict:
     """One pipeline per K x seed."""
     cells = [({"K": k}, with_corpus(cfg, multiplicity=k)) for k in cfg.values]
-    return verdict_multiplicity(sweep(cells, cfg.seeds, ctx.device, _logger(ctx)))
+    return verdict_multiplicity(sweep(cells, cfg.seeds, ctx.device, cell_logger(ctx)))
 
 
 def verdict_multiplicity(rows: list[dict[str, Any]]) -> Verdict:
@@ -151,7 +143,7 @@ def run_universe(cfg: UniverseConfig, ctx: RunContext) -> Verdict:
     """One pipeline per tau x seed (|R| = n_rel tau)."""
     n_rel = cfg.corpus.n_relations
     cells = [({"universe_size": n_rel * t}, with_corpus(cfg, n_templates=t)) for t in cfg.values]
-    return verdict_universe(sweep(cells, cfg.seeds, ctx.device, _logger(ctx)))
+    return verdict_universe(sweep(cells, cfg.seeds, ctx.device, cell_logger(ctx)))
 
 
 def verdict_universe(rows: list[dict[str, Any]]) -> Verdict:
@@ -167,7 +159,7 @@ def run_coverage(cfg: CoverageConfig, ctx: RunContext) -> Verdict:
     cells += [({"mode": "relations", "coverage": c},
                with_corpus(cfg, coverage=c, coverage_mode="relations"))
               for c in cfg.relation_values]
-    return verdict_coverage(sweep(cells, cfg.seeds, ctx.device, _logger(ctx)))
+    return verdict_coverage(sweep(cells, cfg.seeds, ctx.device, cell_logger(ctx)))
 
 
 def verdict_coverage(rows: list[dict[str, Any]]) -> Verdict:
@@ -183,7 +175,7 @@ def run_size(cfg: SizeConfig, ctx: RunContext) -> Verdict:
         for n in cfg.values:
             cells.append(({"setup": f"K={k}, tau={tau}", "n_finetune": n},
                           with_corpus(cfg, multiplicity=k, n_templates=tau, n_finetune=n)))
-    return verdict_size(sweep(cells, cfg.seeds, ctx.device, _logger(ctx)))
+    return verdict_size(sweep(cells, cfg.seeds, ctx.device, cell_logger(ctx)))
 
 
 def verdict_size(rows: list[dict[str, Any]]) -> Verdict:

@@ -39,6 +39,7 @@ from factlab.experiments.extraction import (
     MIN_EFFECT,
     PAPER,
     QUICK,
+    cell_logger,
     stored_reason,
     trend_part,
 )
@@ -48,16 +49,6 @@ from factlab.report.extraction_variants import figures_question, figures_repeats
 
 MODES = ("repeats", "templates")  # the order of the two-point comparison: repeats -> templates
 QUESTIONS = ("template", "relation")
-
-
-def _logger(ctx: RunContext):
-    """Log each cell record under split "cell" as the sweep makes it."""
-    count = [0]
-
-    def on_row(row: dict) -> None:
-        ctx.log(count[0], "cell", **row)
-        count[0] += 1
-    return on_row
 
 
 # ----------------------------------------------------------------------------- repeats
@@ -100,7 +91,7 @@ def run_repeats(cfg: RepeatsConfig, ctx: RunContext) -> Verdict:
     cells = [({"K": k, "multiplicity_mode": m},
               with_corpus(cfg, multiplicity=k, multiplicity_mode=m))
              for k in cfg.values for m in MODES]
-    return verdict_repeats(sweep(cells, cfg.seeds, ctx.device, _logger(ctx)))
+    return verdict_repeats(sweep(cells, cfg.seeds, ctx.device, cell_logger(ctx)))
 
 
 def verdict_repeats(rows: list[dict[str, Any]]) -> Verdict:
@@ -141,7 +132,7 @@ def run_question(cfg: QuestionConfig, ctx: RunContext) -> Verdict:
     each (coverage, question) cell fine-tuned from a copy of it."""
     cells = [({"coverage": c, "question": q}, with_corpus(cfg, coverage=c, question=q))
              for c in cfg.coverages for q in QUESTIONS]
-    return describe_question(sweep(cells, cfg.seeds, ctx.device, _logger(ctx)))
+    return describe_question(sweep(cells, cfg.seeds, ctx.device, cell_logger(ctx)))
 
 
 # ----------------------------------------------------------------------------- configs
