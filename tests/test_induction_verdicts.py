@@ -194,7 +194,8 @@ def test_standard_transformer_shapes_and_rope():
 
 def test_standard_fused_attention_equals_the_hooked_pattern_path():
     """Unhooked, the attention runs fused (SDPA); with a pattern hook it runs the explicit
-    softmax. Same function: logits and gradients agree to float tolerance."""
+    softmax. Same function: logits and gradients agree to float32 tolerance (relative to each
+    gradient's scale: bias gradients reach ~300, where summation order alone moves 1e-5)."""
     for pos in ("ape_learned", "rope"):
         model = StandardTransformer(StandardConfig(pos=pos, max_len=64), 65,
                                     torch.Generator().manual_seed(0))
@@ -207,4 +208,5 @@ def test_standard_fused_attention_equals_the_hooked_pattern_path():
             explicit = model(x)
             g_explicit = torch.autograd.grad(explicit.square().sum(), params)
         assert torch.allclose(fused, explicit, atol=1e-5)
-        assert all(torch.allclose(a, b, atol=1e-5) for a, b in zip(g_fused, g_explicit))
+        assert all(torch.allclose(a, b, rtol=1e-4, atol=1e-6 * float(b.abs().max()))
+                   for a, b in zip(g_fused, g_explicit))
