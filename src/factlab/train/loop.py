@@ -23,6 +23,7 @@ import torch
 
 from factlab.config import allow_inf, require
 from factlab.runtime import progress
+from factlab.train.optim import SGD, Adam, Optimizer
 
 
 @dataclasses.dataclass
@@ -99,7 +100,7 @@ def check_finite_grads(params: list[torch.Tensor], step: int, cfg: TrainConfig) 
         raise DivergenceError(step, "gradient norm is not finite", cfg.lr)
 
 
-def optimizer_step(opt: torch.optim.Optimizer, step: int, cfg: TrainConfig) -> None:
+def optimizer_step(opt: Optimizer, step: int, cfg: TrainConfig) -> None:
     """`opt.step()`, with an update too large for float32 reported as divergence.
 
     Adam's step size is lr / (1 - beta1^t): at lr near float32's maximum torch refuses the
@@ -179,15 +180,14 @@ def lr_factor(cfg: TrainConfig, step: int) -> float:
     return 1.0
 
 
-def make_optimizer(params: Iterable[torch.nn.Parameter], cfg: TrainConfig) -> torch.optim.Optimizer:
-    """The optimizer named by `cfg.optimizer` over the trainable `params`."""
+def make_optimizer(params: Iterable[torch.nn.Parameter], cfg: TrainConfig) -> Optimizer:
+    """The optimizer named by `cfg.optimizer` over the trainable `params` (`train.optim`:
+    torch.optim's updates without its import of torch._dynamo)."""
     params = [p for p in params if p.requires_grad]
     if cfg.optimizer == "sgd":
-        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum,
-                               weight_decay=cfg.weight_decay)
-    if cfg.optimizer == "adamw":
-        return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        return SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    return Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay,
+                decoupled=cfg.optimizer == "adamw")
 
 
 def train(
