@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import re
 import subprocess
 import sys
@@ -294,3 +295,40 @@ def test_report_of_one_run_redraws_and_records_its_figures(tmp_path, capsys):
     assert main(["report", str(run)]) == 0
     assert "figure:" in capsys.readouterr().out
     assert json.loads((run / "summary.json").read_text())["figures"] == stored["figures"]
+
+
+def _sweep_run(root, name, cells):
+    run = root / name
+    run.mkdir(parents=True)
+    (run / "config.json").write_text(json.dumps({"experiment": name}))
+    with open(run / "metrics.jsonl", "w") as f:
+        for i, c in enumerate(cells):
+            f.write(json.dumps({"step": i, "split": "cell", "seed": 0, **c}) + "\n")
+
+
+def test_pooled_collapse_fits_every_sweep_and_lands_in_the_report(tmp_path):
+    """Planted cells on log(err) = -0.5 - 2x from two sweeps: the pooled fit recovers b = 2 with
+    R² = 1; a non-sweep run and relation-mode coverage cells are left out."""
+    from factlab.report.collapse import pooled_cells
+
+    def cell(x, **kw):
+        return {"bound_x": x, "test_acc": 1 - math.exp(-0.5 - 2 * x), **kw}
+
+    _sweep_run(tmp_path, "extraction-size", [cell(x) for x in (0.1, 0.4, 0.8)])
+    _sweep_run(tmp_path, "extraction-coverage", [cell(x, mode="random") for x in (0.2, 0.6)]
+               + [{"bound_x": 0.3, "test_acc": 0.0, "mode": "relations"}])
+    _sweep_run(tmp_path, "extraction-repeats", [{"bound_x": 0.5, "test_acc": 0.0}])
+    rows = pooled_cells(tmp_path)
+    assert sorted({r["experiment"] for r in rows}) == ["extraction-coverage", "extraction-size"]
+    assert len(rows) == 5
+    page, md = write_report(tmp_path)
+    html = page.read_text()
+    assert "every sweep on the bound variable" in html and "b = 2, R^2 = 1.00" in html
+    assert (tmp_path / "collapse_all.png").is_file() and "collapse_all.png" in md.read_text()
+
+
+def test_report_without_sweeps_has_no_collapse(tmp_path):
+    _sweep_run(tmp_path, "extraction-repeats", [{"bound_x": 0.5, "test_acc": 0.5}])
+    page, _ = write_report(tmp_path)
+    assert "bound variable" not in page.read_text()
+    assert not (tmp_path / "collapse_all.png").exists()

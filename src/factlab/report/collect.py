@@ -41,6 +41,15 @@ class ClaimRow:
     label: str = ""  # what sets this run apart within a sweep (e.g. "d=8")
 
 
+@dataclasses.dataclass
+class Note:
+    """A section after the claims' tables: an analysis across runs, with its figure."""
+
+    heading: str
+    text: str
+    figure: str  # relative to the report directory
+
+
 def _read_json(path: Path) -> dict[str, Any] | None:
     try:
         data = json.loads(path.read_text())

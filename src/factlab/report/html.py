@@ -12,10 +12,19 @@ from __future__ import annotations
 
 import html
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from urllib.parse import quote
 
-from factlab.report.collect import ClaimRow, collect, counts, group_by_paper, summary_line
+from factlab.report.collapse import draw_pooled_collapse, pooled_cells
+from factlab.report.collect import (
+    ClaimRow,
+    Note,
+    collect,
+    counts,
+    group_by_paper,
+    summary_line,
+)
 from factlab.report.markdown import write_markdown
 
 COLOURS = {"holds": "#1a7f37", "fails": "#cf222e", "inconclusive": "#9a6700",
@@ -83,8 +92,9 @@ def _row_html(row: ClaimRow) -> str:
             f'<td><a href="{_href(row.run_dir)}/">{_e(row.run_dir)}</a></td></tr>')
 
 
-def render_html(rows: list[ClaimRow], title: str = "factlab report") -> str:
-    """The page for `rows` as one HTML string."""
+def render_html(rows: list[ClaimRow], title: str = "factlab report",
+                notes: Sequence[Note] = ()) -> str:
+    """The page for `rows` as one HTML string; `notes` follow the claims' tables."""
     tally = counts(rows)
     chips = " ".join(f'<span class="chip" style="background:{COLOURS.get(s, "#57606a")}">'
                      f"{n} {_e(s)}</span>" for s, n in tally.items())
@@ -104,6 +114,11 @@ def render_html(rows: list[ClaimRow], title: str = "factlab report") -> str:
                      "<th>seeds</th><th>wall</th><th>figure</th><th>run</th></tr>")
         parts += [_row_html(r) for r in group]
         parts.append("</table></section>")
+    for note in notes:
+        parts.append(f'<section class="paper"><h2>{_e(note.heading)}</h2>'
+                     f'<p class="evidence">{_e(note.text)}</p>'
+                     f'<a href="{_href(note.figure)}"><img class="thumb" style="width:360px" '
+                     f'src="{_href(note.figure)}" alt="{_e(note.heading)}"></a></section>')
     parts.append("</body></html>")
     return "\n".join(parts) + "\n"
 
@@ -117,6 +132,22 @@ def write_report(root: str | Path, title: str | None = None) -> tuple[Path, Path
         scale = json.loads(manifest.read_text()).get("scale", "")
         title = f"factlab reproduce ({scale})"
     title = title or f"factlab report: {root.resolve().name}"
+    notes = collapse_notes(root)
     page = root / "report.html"
-    page.write_text(render_html(rows, title))
-    return page, write_markdown(rows, root / "report.md", title)
+    page.write_text(render_html(rows, title, notes))
+    return page, write_markdown(rows, root / "report.md", title, notes)
+
+
+def collapse_notes(root: Path) -> list[Note]:
+    """The pooled extraction collapse as a note, when the directory holds sweep runs."""
+    drawn = draw_pooled_collapse(root)
+    if drawn is None:
+        return []
+    png, fit = drawn
+    names = sorted({r["experiment"] for r in pooled_cells(root)})
+    return [Note("Extraction: every sweep on the bound variable (descriptive)",
+                 f"log held-out error = a - b x with x = N_f K^2 log|R| / (2|R|^2), fitted over "
+                 f"{fit['n']} cells (each seed; error > 0.01) of {', '.join(names)}: "
+                 f"b = {fit['b']:.3g}, R^2 = {fit['r2']:.2f}. No rule judges it: a high R^2 "
+                 "says the sweeps share the bound's variable, a low one that they do not.",
+                 png.relative_to(root).as_posix())]

@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from urllib.parse import quote
 
-from factlab.report.collect import ClaimRow, group_by_paper, summary_line
+from factlab.report.collect import ClaimRow, Note, group_by_paper, summary_line
 
 
 def _cell(text: object) -> str:
     return str(text).replace("|", "\\|").replace("\n", " ")
 
 
-def render_markdown(rows: list[ClaimRow], title: str = "factlab report") -> str:
-    """The report as Markdown: a summary line, then one table per paper."""
+def render_markdown(rows: list[ClaimRow], title: str = "factlab report",
+                    notes: Sequence[Note] = ()) -> str:
+    """The report as Markdown: a summary line, one table per paper, then the `notes`."""
     lines = [f"# {title}", "", f"**{summary_line(rows)}**", "",
              "(R) marks a claim whose setting is our reconstruction.", ""]
     for paper, group in group_by_paper(rows):
@@ -30,11 +32,15 @@ def render_markdown(rows: list[ClaimRow], title: str = "factlab report") -> str:
                 name, verdict, r.evidence, r.seeds, wall, fig,
                 f"[{r.run_dir}]({quote(Path(r.run_dir).as_posix())}/)")) + " |")
         lines.append("")
+    for note in notes:
+        lines += [f"## {note.heading}", "", note.text, "",
+                  f"![{note.heading}]({quote(note.figure)})", ""]
     return "\n".join(lines)
 
 
-def write_markdown(rows: list[ClaimRow], path: str | Path, title: str = "factlab report") -> Path:
-    """Write `render_markdown(rows)` to `path`; return it."""
+def write_markdown(rows: list[ClaimRow], path: str | Path, title: str = "factlab report",
+                   notes: Sequence[Note] = ()) -> Path:
+    """Write `render_markdown(rows, title, notes)` to `path`; return it."""
     path = Path(path)
-    path.write_text(render_markdown(rows, title))
+    path.write_text(render_markdown(rows, title, notes))
     return path
