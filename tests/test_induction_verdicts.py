@@ -108,7 +108,7 @@ def test_hijack_prompts_verdict_states():
 
 STD = {"acc_end": 0.8, "null_best": 0.4, "prev_head": 0, "prev_score": 0.8, "prev_null": 0.07,
        "induction_head": 1, "induction_score": 0.7, "induction_null": 0.2, "improving": False,
-       "p1_in_context": 0.8, "p1_global": 0.1, "p2_in_context": 0.0, "p2_global": 0.9}
+       "heads_improving": False, "p1_in_context": 0.8, "p1_global": 0.1, "p2_in_context": 0.0, "p2_global": 0.9}
 
 
 def test_standard_verdict_states():
@@ -119,6 +119,12 @@ def test_standard_verdict_states():
     starved = {"ape_learned": STD, "rope": dict(STD, acc_end=0.5, improving=True)}
     v = standard_verdict(_three(starved))
     assert v.state == "inconclusive" and "rope" in v.reason
+    # a head short of its bar while its validation score still rose: the budget, not a miss
+    forming = {"ape_learned": STD, "rope": dict(STD, prev_score=0.45, heads_improving=True)}
+    v = standard_verdict(_three(forming))
+    assert v.state == "inconclusive" and "budget" in v.reason and "rope" in v.reason
+    settled = {"ape_learned": STD, "rope": dict(STD, prev_score=0.45)}
+    assert standard_verdict(_three(settled)).state == "fails"
 
 
 # ------------------------------------------------------------------ nulls and probes

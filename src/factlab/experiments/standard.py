@@ -12,8 +12,12 @@ trained embeddings, every weight trained; arXiv 2306.00802 §3), at both positio
   with none (P2) the global favourite wins >= 0.5.
 The acc_end criterion is the prerequisite (the model learned the in-context task). holds:
 every scheme passes all three; fails: a scheme that learned the task misses a head or a hijack
-rate; inconclusive: a scheme did not learn the task (the reason says whether its validation
-acc_end was still rising over the last 20% of training).
+rate while its validation head scores had settled; inconclusive: a scheme did not learn the
+task (the reason says whether its validation acc_end was still rising over the last 20% of
+training), or it missed while a validation head score was still rising over the last 20% (the
+budget ended while the circuit formed: "not yet" is not "absent"). That last clause was added
+after the first timed runs, whose "fails" rested on previous-token scores of 0.50 still rising
+0.4 -> 0.6 over the last 100 of 800 steps; the bars themselves are unchanged.
 """
 
 from __future__ import annotations
@@ -55,8 +59,10 @@ class StandardExpConfig(ExperimentConfig):
     task: TriggerTaskConfig = dataclasses.field(default_factory=TriggerTaskConfig)
     model: StandardConfig = dataclasses.field(default_factory=StandardConfig)
     train: TrainConfig = dataclasses.field(default_factory=lambda: TrainConfig(
-        optimizer="adamw", lr=5e-3, weight_decay=0.01, steps=800, batch_size=64,
-        eval_every=50))
+        optimizer="adamw", lr=5e-3, weight_decay=0.01, steps=1200, batch_size=64,
+        eval_every=50))  # 1200: validation head scores (seed 0) settle by ~1100 (ape_learned
+    # previous-token 0.78 / 0.84 / 0.86 at 1000 / 1100 / 1200) and rope's rises 0.73 -> 0.77;
+    # at 800 both were still climbing 0.4 -> 0.6 (docs/induction.md)
     schemes: tuple[str, ...] = STANDARD_POS
     eval_batch: int = 128
     n_prompts: int = 200
@@ -90,7 +96,9 @@ def scheme_record(cfg: StandardExpConfig, ctx: RunContext, seed: int,
     rows = [r for r in read_split(ctx.store.root, "val")
             if r.get("seed") == seed and r.get("scheme") == scheme]
     with torch.no_grad():
-        return test_record(cfg, ctx, seed, trained, rose_in_tail(rows, "acc_end"))
+        rec = test_record(cfg, ctx, seed, trained, rose_in_tail(rows, "acc_end"))
+    rec["heads_improving"] = any(rose_in_tail(rows, k) for k in ("prev_score", "induction_score"))
+    return rec
 
 
 def test_record(cfg: StandardExpConfig, ctx: RunContext, seed: int, trained,
@@ -119,7 +127,7 @@ def test_record(cfg: StandardExpConfig, ctx: RunContext, seed: int, trained,
 
 def standard_seed_verdict(rec: dict[str, Any]) -> Verdict:
     """The induction-standard rule on one record {scheme: {...}} (a seed or the seed mean)."""
-    parts, missed, starved = [], [], []
+    parts, missed, rising, starved = [], [], [], []
     for scheme, r in rec.items():
         parts.append(f"{scheme}: prev-token head {r['prev_score']:.2f} (uniform "
                      f"{r['prev_null']:.2f}), induction head {r['induction_score']:.2f} (uniform "
@@ -130,11 +138,14 @@ def standard_seed_verdict(rec: dict[str, Any]) -> Verdict:
             starved.append(scheme)
         elif not (r["prev_score"] >= HEAD_MIN and r["induction_score"] >= HEAD_MIN
                   and r["p1_in_context"] >= WIN_MIN and r["p2_global"] >= WIN_MIN):
-            missed.append(scheme)
+            (rising if r.get("heads_improving") else missed).append(scheme)
     evidence = "; ".join(parts)
     if missed:
         return decide(False, evidence + f"; learned the task without the mechanism: "
                       f"{', '.join(missed)}")
+    if rising:
+        return inconclusive(f"budget: {', '.join(rising)} missed a bar while a validation head "
+                            "score still rose over the last 20% of training", evidence)
     if starved:
         improving = [s for s in starved if rec[s]["improving"]]
         return inconclusive(f"prerequisite not met: acc_end short of null + {GAIN} for "
