@@ -378,3 +378,47 @@ def test_cells_share_a_pretraining_only_when_it_is_the_same():
     assert all(pretrain_key(c) == pretrain_key(cfg) for c in same)
     other = [with_corpus(cfg, multiplicity=1), dataclasses.replace(cfg, pretrain_schedule="step")]
     assert all(pretrain_key(c) != pretrain_key(cfg) for c in other)
+
+
+def test_per_relation_gaps_find_the_one_relation_without_a_direction():
+    """Planted: relations 0-3 share a direction each, relation 4 is random. Each planted gap
+    beats its own Bonferroni relabelling null, the random one does not."""
+    from factlab.analysis.extraction_stats import relation_gap_nulls, relation_gaps
+
+    gen = torch.Generator().manual_seed(0)
+    n_rel, tau, d = 5, 4, 32
+    vecs = torch.randn(n_rel, 1, d, generator=gen) + 0.3 * torch.randn(n_rel, tau, d, generator=gen)
+    vecs[4] = torch.randn(tau, d, generator=gen)
+    unit = torch.nn.functional.normalize(vecs.flatten(0, 1).double(), dim=-1)
+    rel = torch.arange(n_rel).repeat_interleave(tau)
+    gaps = relation_gaps(unit, rel, n_rel)
+    # the per-group gap from its definition, computed by brute force for relation 0
+    cos = unit @ unit.T
+    inside = [cos[i, j] for i in range(tau) for j in range(tau) if i != j]
+    outside = [cos[i, j] for i in range(tau) for j in range(tau, n_rel * tau)]
+    assert float(gaps[0]) == pytest.approx(float(sum(inside) / len(inside)
+                                                 - sum(outside) / len(outside)))
+    nulls = relation_gap_nulls(vecs, gen, 1 - 0.05 / n_rel, n_perm=400)
+    above = (gaps > nulls).tolist()
+    assert above == [True, True, True, True, False]
+
+
+def test_acquisition_verdict_judges_every_relation():
+    from factlab.experiments.extraction import judge_acquisition
+
+    base = {"stored_acc": 1.0, "mass_subject": 0.4, "mass_template": 0.3, "uniform_mass": 0.1,
+            "rel_cos_within": 0.8, "rel_cos_across": 0.0, "rel_gap_null": 0.1,
+            "rel_gaps": [0.8, 0.7, 0.9], "rel_gap_nulls": [0.2, 0.2, 0.2]}
+    assert judge_acquisition([base]).state == "holds"
+    one_missing = dict(base, rel_gaps=[0.8, 0.1, 0.9])
+    v = judge_acquisition([one_missing])
+    assert v.state == "fails" and "2/3" in v.evidence
+    assert judge_acquisition([dict(base, stored_acc=0.5)]).state == "inconclusive"
+
+
+def test_seed_mean_of_per_relation_lists_is_element_wise():
+    from factlab.analysis.seeds import mean_records
+
+    rows = [{"seed": 0, "gaps": [0.2, 0.4], "tag": "a"}, {"seed": 1, "gaps": [0.4, 0.8], "tag": "a"}]
+    (mean,) = mean_records(rows, ())
+    assert mean["gaps"] == pytest.approx([0.3, 0.6]) and mean["tag"] == "a"

@@ -108,7 +108,8 @@ def test_hijack_prompts_verdict_states():
 
 STD = {"acc_end": 0.8, "null_best": 0.4, "prev_head": 0, "prev_score": 0.8, "prev_null": 0.07,
        "induction_head": 1, "induction_score": 0.7, "induction_null": 0.2, "improving": False,
-       "heads_improving": False, "p1_in_context": 0.8, "p1_global": 0.1, "p2_in_context": 0.0, "p2_global": 0.9}
+       "heads_improving": False, "p1_in_context": 0.8, "p1_global": 0.1, "p2_in_context": 0.0,
+       "p2_global": 0.9}
 
 
 def test_standard_verdict_states():

@@ -27,6 +27,34 @@ def relation_gap(unit: torch.Tensor, rel: torch.Tensor) -> float:
     return float(within.mean() - across.mean())
 
 
+def relation_gaps(unit: torch.Tensor, rel: torch.Tensor, n_rel: int) -> torch.Tensor:
+    """Per group g [n_rel]: mean cosine among g's vectors minus mean cosine of g's vectors with
+    every other vector (unit vectors [n, d], labels [n] in [0, n_rel))."""
+    cos = unit @ unit.T
+    member = torch.nn.functional.one_hot(rel, n_rel).to(cos.dtype)  # [n, n_rel]
+    size = member.sum(0)
+    within = (member.T @ cos @ member).diagonal() - size  # drop each vector's own cosine 1
+    total = member.T @ cos.sum(1)  # g's vectors against all, self included
+    across = total - within - size
+    return within / (size * (size - 1)) - across / (size * (len(rel) - size))
+
+
+def relation_gap_nulls(vectors: torch.Tensor, gen: torch.Generator, q: float,
+                       n_perm: int = 1000) -> torch.Tensor:
+    """Per relation [n_rel], the q-quantile of its gap (`relation_gaps`) under relabelling.
+
+    Relabelling keeps n_rel groups of tau; the null of group g is the gap of whatever tau
+    vectors a random relabelling puts in g. With q = 1 - 0.05 / n_rel (Bonferroni), a gap above
+    its null in every relation is unlikely (< 5%) when no relation has its own direction.
+    """
+    n_rel, tau, _ = vectors.shape
+    unit = torch.nn.functional.normalize(vectors.reshape(n_rel * tau, -1).double(), dim=-1)
+    rel = torch.arange(n_rel).repeat_interleave(tau)
+    gaps = torch.stack([relation_gaps(unit, rel[torch.randperm(len(rel), generator=gen)], n_rel)
+                        for _ in range(n_perm)])  # [n_perm, n_rel]
+    return torch.quantile(gaps, q, dim=0)
+
+
 def relation_gap_null(vectors: torch.Tensor, gen: torch.Generator, q: float = 0.95,
                       n_perm: int = 1000) -> float:
     """The q-quantile of the relation gap of `vectors` [n_rel, tau, d] under relabelling."""

@@ -2,7 +2,8 @@
 
 A family writes one `judge(cells) -> Verdict` over the records of one seed (one record per
 grid cell). `over_seeds` calls it for each seed and for the seed-mean records (each numeric
-field averaged over seeds cell by cell, NaNs skipped; a flag is set when any seed set it),
+field averaged over seeds cell by cell, NaNs skipped, equal-length lists element-wise; a flag
+is set when any seed set it),
 then combines them with `verdicts.combine_seeds`: holds/fails when the mean's state is shared
 by at least two thirds of the seeds, else inconclusive.
 """
@@ -21,6 +22,8 @@ Judge = Callable[[list[dict[str, Any]]], Verdict]
 def _mean(values: list[Any]) -> Any:
     if all(isinstance(v, bool) for v in values):
         return any(values)
+    if all(isinstance(v, list) and len(v) == len(values[0]) for v in values) and values[0]:
+        return [_mean(list(col)) for col in zip(*values)]  # per-item lists: element-wise
     if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
         finite = [float(v) for v in values if math.isfinite(v)]
         return sum(finite) / len(finite) if finite else float("nan")

@@ -17,8 +17,11 @@ the mass on s and T together >= 1/2 (most of the attention on the two informativ
 the uniform null is 2/L), and (b) template images share a relation direction: the mean
 within-relation cosine of W_OV φ(T_{r,j}) minus the across-relation one exceeds the 95%
 quantile of the same gap under random relabelling of the templates (a permutation null
-computed in the run). Holds when both hold; fails when either fails; inconclusive when the
-facts are not stored (< STORED_MIN).
+computed in the run), and so does each relation's own gap (its templates among themselves
+minus against all others) against its own relabelling null at q = 1 - 0.05/|R| (Bonferroni:
+every relation passing by chance alone has probability < 5%). "A direction per relation" is
+judged per relation: every one must pass. Holds when (a) and (b) hold; fails when either
+fails; inconclusive when the facts are not stored (< STORED_MIN).
 """
 
 from __future__ import annotations
@@ -164,13 +167,19 @@ def judge_acquisition(cells: list[dict[str, Any]]) -> Verdict:
     c = cells[0]
     mass = c["mass_subject"] + c["mass_template"]
     gap = c["rel_cos_within"] - c["rel_cos_across"]
-    attn_ok, dir_ok = mass >= ATTENTION_MAJORITY, gap > c["rel_gap_null"]
+    gaps, nulls = c.get("rel_gaps", []), c.get("rel_gap_nulls", [])
+    own = sum(g > n for g, n in zip(gaps, nulls))  # relations above their own null
+    attn_ok = mass >= ATTENTION_MAJORITY
+    dir_ok = gap > c["rel_gap_null"] and own == len(gaps)
     ev = (f"stored {c['stored_acc']:.3f}; attention on s+T {mass:.3f} (needs >= "
           f"{ATTENTION_MAJORITY}; uniform {c['uniform_mass']:.3f}); relation-direction gap "
           f"within-across {gap:+.3f} (needs > permutation null q{NULL_QUANTILE:.2f} "
-          f"{c['rel_gap_null']:+.3f})")
+          f"{c['rel_gap_null']:+.3f}); per relation {own}/{len(gaps)} above their own null "
+          f"(Bonferroni q{1 - 0.05 / max(len(gaps), 1):.4f}; needs all), smallest gap - null "
+          f"{min((g - n for g, n in zip(gaps, nulls)), default=float('nan')):+.3f}")
     metrics = {"attention_mass": mass, "relation_gap": gap, "structured_attention": attn_ok,
-               "relation_direction": dir_ok, "relation_null": c["rel_gap_null"]}
+               "relation_direction": dir_ok, "relation_null": c["rel_gap_null"],
+               "relations_own_direction": own}
     if stored_reason(cells):
         return inconclusive(stored_reason(cells), ev, metrics)
     return decide(attn_ok and dir_ok, ev, metrics)

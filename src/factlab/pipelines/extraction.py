@@ -18,7 +18,7 @@ from typing import Any, Literal
 import torch
 import torch.nn.functional as F
 
-from factlab.analysis.extraction_stats import relation_gap_null
+from factlab.analysis.extraction_stats import relation_gap_null, relation_gap_nulls, relation_gaps
 from factlab.analysis.selection import best_on_validation
 from factlab.config import ExperimentConfig, require
 from factlab.models.lora import add_lora
@@ -178,10 +178,16 @@ def pretrain(model: OneLayerTransformer, corpus: Corpus, cfg: ExtractionConfig, 
     tail = max(1, len(history) // 4)
     improving = (result.stop_reason == "steps" and len(history) > tail
                  and max(history[-tail:]) > max(history[:-tail]) + IMPROVING_MARGIN)
-    null = relation_gap_null(template_images(model, corpus),
-                             make_generator(derive_seed(seed, "relation-null")))
+    images = template_images(model, corpus)
+    null = relation_gap_null(images, make_generator(derive_seed(seed, "relation-null")))
+    per_rel = relation_gaps(F.normalize(images.flatten(0, 1).double(), dim=-1),
+                            torch.arange(len(images)).repeat_interleave(images.shape[1]),
+                            len(images))
+    nulls = relation_gap_nulls(images, make_generator(derive_seed(seed, "relation-nulls")),
+                               1 - 0.05 / len(images))
     return {"stored_acc": last["acc"], "pretrain_steps": result.steps,
             "pretrain_improving": improving, "rel_gap_null": null,
+            "rel_gaps": per_rel.tolist(), "rel_gap_nulls": nulls.tolist(),
             "steps_to_acquire": first_acquired[0] if first_acquired else float("nan"),
             "acquired": last["acc"] >= STORED_MIN, "pretrain_stop": result.stop_reason,
             **{k: last[k] for k in ("mass_subject", "mass_template", "rel_cos_within",
