@@ -232,8 +232,10 @@ def figures_acquisition(run_dir: Path, rule: SimpleNamespace) -> list[Path]:
     ATTENTION_MAJORITY, NULL_QUANTILE = rule.ATTENTION_MAJORITY, rule.NULL_QUANTILE
 
     stored = stored_verdict(run_dir)
+    per_rel = all("rel_gaps" in r for r in final)
     with paper_style():
-        fig, (ax, bx) = subplots(1, 2, figsize=(6.75, 2.4))
+        fig, axes = subplots(1, 3 if per_rel else 2, figsize=(9.0 if per_rel else 6.75, 2.4))
+        ax, bx = axes[0], axes[1]
         mass = np.array([[r["mass_subject"] + r["mass_template"], r["uniform_mass"]]
                          for r in final])
         bars(ax, ["s + T", "uniform"], mass, threshold=ATTENTION_MAJORITY,
@@ -250,6 +252,18 @@ def figures_acquisition(run_dir: Path, rule: SimpleNamespace) -> list[Path]:
         bx.legend(fontsize=5)
         annotate(bx, f"gap {stored.spread('relation_gap', fmt='+.3f')}, needs > "
                      f"{null:+.3f}", "below")
+        if per_rel:  # each relation's gap against its own Bonferroni null (mean over seeds)
+            cx = axes[2]
+            gaps = np.mean([r["rel_gaps"] for r in final], axis=0)
+            nulls = np.mean([r["rel_gap_nulls"] for r in final], axis=0)
+            idx = np.arange(len(gaps))
+            cx.bar(idx, gaps, color="C0", label="relation's gap")
+            cx.scatter(idx, nulls, marker="_", s=60, color="k", zorder=3,
+                       label="its null (Bonferroni)")
+            cx.set(xlabel="relation", ylabel="cosine gap")
+            cx.legend(fontsize=5)
+            annotate(cx, f"{int(np.sum(gaps > nulls))}/{len(gaps)} above their null "
+                         "(seed mean); needs all", "below")
         fig.subplots_adjust(wspace=0.35)
         return [save_figure(fig, run_dir, "acquisition")]
 
