@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import sys
+import warnings
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -64,10 +65,12 @@ def save_figure(fig: plt.Figure, out_dir: str | Path, name: str) -> Path:
 def band(ax: plt.Axes, x: Sequence[float], ys: np.ndarray, label: str, **kw) -> None:
     """Mean over seeds (rows of `ys`) as a line with a min-max band."""
     ys = np.asarray(ys, dtype=float)
-    line, = ax.plot(x, np.nanmean(ys, axis=0), marker="o", ms=3, label=label, **kw)
+    with warnings.catch_warnings():  # a cell no seed measured is a gap in the line, not news
+        warnings.simplefilter("ignore", RuntimeWarning)
+        mean, lo, hi = np.nanmean(ys, axis=0), np.nanmin(ys, axis=0), np.nanmax(ys, axis=0)
+    line, = ax.plot(x, mean, marker="o", ms=3, label=label, **kw)
     if ys.shape[0] > 1:
-        ax.fill_between(x, np.nanmin(ys, axis=0), np.nanmax(ys, axis=0),
-                        color=line.get_color(), alpha=BAND_ALPHA, lw=0)
+        ax.fill_between(x, lo, hi, color=line.get_color(), alpha=BAND_ALPHA, lw=0)
 
 
 THRESHOLD_GID, DECIDE_GID = "threshold", "decide"  # tags tests and readers find them by
