@@ -267,6 +267,23 @@ def test_path_metrics_on_construction(stats, built):
     assert "logit_ffn_head" not in m  # no FFN in this model
 
 
+@pytest.mark.parametrize("final_ffn", ["none", "linear"])
+def test_batch_metrics_is_data_and_path_metrics_in_one_forward(stats, final_ffn):
+    """The probes' single chunked forward gives the numbers of the two separate ones, over
+    more sequences than one chunk (SEQ_CHUNK) and with and without the FFN relay."""
+    from factlab.probes.induction import SEQ_CHUNK, batch_metrics
+
+    model = TwoLayerModel(TwoLayerConfig(d_model=32, final_ffn=final_ffn), stats.n,
+                          torch.Generator().manual_seed(2), train_len=32)
+    x, y, outs = sample_batch(stats, SEQ_CHUNK + 9, 32, K=3,
+                              gen=torch.Generator().manual_seed(4))
+    one = batch_metrics(model, x, y, outs)
+    two = {**data_metrics(model, x, y, outs), **path_metrics(model, x, y, outs)}
+    assert one.keys() == two.keys()
+    assert all(one[k] == pytest.approx(two[k], rel=1e-5, abs=1e-6) for k in two)
+    assert ("logit_ffn_head" in one) == (final_ffn != "none")
+
+
 def test_quick_presets_are_valid_and_sized():
     """The quick default of hijack-prompts trains the one scheme that can meet its
     prerequisite in the budget; the others stay available through `schemes`."""

@@ -192,39 +192,20 @@ def path_logits(model: TwoLayerModel, tokens: torch.Tensor) -> dict[str, torch.T
     `ffn_of_induction` is the relay alone (already inside `induction`).
     """
     n = len(model.blocks)
-    last = f"blocks.{n - 1}"
     logits, cache = model.run_with_cache(tokens, names_filter=_path_hooks(n))
-    W_U = model.W_U
-    out = {"logits": logits[:, -1], "direct": cache["blocks.0.hook_resid_pre"][:, -1] @ W_U}
-    out["layer1"] = (cache["blocks.0.hook_attn_out"][:, -1] @ W_U if n == 2
-                     else torch.zeros_like(out["direct"]))
-    attn = cache[f"{last}.hook_attn_out"][:, -1]
-    ffn = model.blocks[-1].mlp
-    if ffn is None:
-        relay = torch.zeros_like(attn)
-        out["ffn"] = torch.zeros_like(out["direct"])
-    else:
-        h1 = cache[f"{last}.hook_resid_pre"][:, -1]
-        relay = ffn(h1 + attn) - ffn(h1)
-        out["ffn"] = ffn(h1) @ W_U
-    out["induction"] = (attn + relay) @ W_U
-    out["ffn_of_induction"] = relay @ W_U
-    return out
+    at_last = {k: v[:, -1:] for k, v in cache.items()}  # the FFN is position-wise
+    paths = {k: (v[:, 0] @ model.W_U) for k, v in _path_residuals(model, at_last).items()}
+    zero = torch.zeros_like(paths["direct"])
+    attn = at_last[f"blocks.{n - 1}.hook_attn_out"][:, 0] @ model.W_U
+    return {"logits": logits[:, -1], "layer1": zero, "ffn": zero, **paths,
+            "ffn_of_induction": paths["induction"] - attn}
 
 
-@torch.no_grad()
-def path_metrics(model: TwoLayerModel, x: torch.Tensor, y: torch.Tensor,
-                 outs: torch.Tensor) -> dict[str, float]:
-    """The `path_logits` decomposition at every position of a batch, for logging.
-
-    logit_<path>_head / _bigram: the path's logit of the target y_t, centred over the vocabulary,
-    averaged over in-context (outs >= 2) or bigram (outs = 0) positions. The paths sum to the
-    logits (the FFN's relay of the induction output counts in `induction` only).
-    """
+def _path_residuals(model: TwoLayerModel, cache) -> dict[str, torch.Tensor]:
+    """The residual-stream contribution of each path (see `path_logits`) from a cache of
+    `_path_hooks`; the FFN's relay of the induction output belongs to `induction`."""
     n = len(model.blocks)
     last = f"blocks.{n - 1}"
-    _, cache = forward_chunks(lambda t: model.run_with_cache(t, names_filter=_path_hooks(n)), x,
-                              chunk=SEQ_CHUNK)
     attn = cache[f"{last}.hook_attn_out"]
     ffn = model.blocks[-1].mlp
     paths = {"direct": cache["blocks.0.hook_resid_pre"]}
@@ -237,13 +218,70 @@ def path_metrics(model: TwoLayerModel, x: torch.Tensor, y: torch.Tensor,
         f1 = ffn(h1)
         paths["induction"] = attn + ffn(h1 + attn) - f1
         paths["ffn"] = f1
-    out: dict[str, float] = {}
-    for path, h in paths.items():
-        logits = h @ model.W_U  # [B, T, N]
-        target = logits.gather(-1, y[..., None])[..., 0] - logits.mean(-1)
-        out[f"logit_{path}_head"] = _mean(target, outs >= 2)
-        out[f"logit_{path}_bigram"] = _mean(target, outs == 0)
-    return out
+    return paths
+
+
+class _PathSums:
+    """Running sums of each path's centred target logit over the head / bigram positions, so
+    the path split needs no cache of the whole batch (one chunk's residuals at a time)."""
+
+    def __init__(self) -> None:
+        self.sums: dict[str, float] = {}
+        self.counts: dict[str, int] = {}
+
+    def add(self, model: TwoLayerModel, cache, y: torch.Tensor, outs: torch.Tensor) -> None:
+        for path, h in _path_residuals(model, cache).items():
+            logits = h @ model.W_U  # [b, T, N]
+            target = logits.gather(-1, y[..., None])[..., 0] - logits.mean(-1)
+            for part, mask in (("head", outs >= 2), ("bigram", outs == 0)):
+                key = f"logit_{path}_{part}"
+                self.sums[key] = self.sums.get(key, 0.0) + float(target[mask].double().sum())
+                self.counts[key] = self.counts.get(key, 0) + int(mask.sum())
+
+    def means(self) -> dict[str, float]:
+        """Means over every added chunk; -1 where no position qualified (as `_mean`)."""
+        return {k: self.sums[k] / n if n else -1.0 for k, n in self.counts.items()}
+
+
+@torch.no_grad()
+def path_metrics(model: TwoLayerModel, x: torch.Tensor, y: torch.Tensor,
+                 outs: torch.Tensor) -> dict[str, float]:
+    """The `path_logits` decomposition at every position of a batch, for logging.
+
+    logit_<path>_head / _bigram: the path's logit of the target y_t, centred over the vocabulary,
+    averaged over in-context (outs >= 2) or bigram (outs = 0) positions. The paths sum to the
+    logits (the FFN's relay of the induction output counts in `induction` only).
+    """
+    sums = _PathSums()
+    for i in range(0, len(x), SEQ_CHUNK):
+        rows = slice(i, i + SEQ_CHUNK)
+        _, cache = model.run_with_cache(x[rows], names_filter=_path_hooks(len(model.blocks)))
+        sums.add(model, cache, y[rows], outs[rows])
+    return sums.means()
+
+
+@torch.no_grad()
+def batch_metrics(model: TwoLayerModel, x: torch.Tensor, y: torch.Tensor,
+                  outs: torch.Tensor) -> dict[str, float]:
+    """`data_metrics` and `path_metrics` of one batch from one forward per chunk (the two
+    forwards they run separately are the same function): the patterns and logits are kept
+    for the whole batch, the path residuals one chunk at a time."""
+    last = len(model.blocks) - 1
+    patterns = ["blocks.0.attn.hook_pattern", f"blocks.{last}.attn.hook_pattern"]
+    names = patterns + _path_hooks(len(model.blocks))
+    sums, logits, A1, A2 = _PathSums(), [], [], []
+    for i in range(0, len(x), SEQ_CHUNK):
+        rows = slice(i, i + SEQ_CHUNK)
+        out, cache = model.run_with_cache(x[rows], names_filter=names)
+        logits.append(out)
+        A1.append(cache[patterns[0]][:, 0])
+        A2.append(cache[patterns[1]][:, 0])
+        sums.add(model, cache, y[rows], outs[rows])
+    full = torch.cat(logits)
+    metrics = loss_metrics(full, y, outs)
+    metrics.update(attention_metrics(torch.cat(A1), torch.cat(A2), x, y, outs, full.argmax(-1)))
+    metrics.update(sums.means())
+    return metrics
 
 
 @torch.no_grad()
@@ -267,8 +305,7 @@ def two_layer_probe(triggers: torch.Tensor | None, bigram: torch.Tensor, pure: t
 
     def probe(model: TwoLayerModel, batch) -> dict[str, float]:
         x, y, outs = batch
-        out = data_metrics(model, x, y, outs)
-        out.update(path_metrics(model, x, y, outs))
+        out = batch_metrics(model, x, y, outs)
         out.update(memory_metrics(model, bigram.to(x.device), triggers, T=min(T, 256)))
         out["prev_token_bigram_acc"] = prev_token_acc(
             forward_with_patterns(model, pure.to(x.device))[1])
