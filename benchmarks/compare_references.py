@@ -123,6 +123,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="intra-op threads for both sides (default: each side's own)")
     parser.add_argument("--json", type=Path, help="also write the numbers here")
     args = parser.parse_args(argv)
+    for flag, path in (("--birth", args.birth), ("--recall", args.recall)):
+        if path is not None and not path.is_dir():
+            parser.error(f"{flag} {path}: no such checkout")
     import torch
 
     ENV.update(thread_env(args.threads))
@@ -179,4 +182,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except (RuntimeError, OSError) as err:  # a side that failed or a bad path: one message
+        print(f"compare_references: {err}", file=sys.stderr)
+        sys.exit(2)
