@@ -332,3 +332,13 @@ def test_report_without_sweeps_has_no_collapse(tmp_path):
     page, _ = write_report(tmp_path)
     assert "bound variable" not in page.read_text()
     assert not (tmp_path / "collapse_all.png").exists()
+
+
+def test_pooled_collapse_skips_an_unreadable_config(tmp_path):
+    from factlab.report.collapse import pooled_cells
+
+    _sweep_run(tmp_path, "extraction-size", [{"bound_x": 0.1, "test_acc": 0.5}])
+    bad = tmp_path / "torn"
+    bad.mkdir()
+    (bad / "config.json").write_text("{not json")
+    assert [r["experiment"] for r in pooled_cells(tmp_path)] == ["extraction-size"]

@@ -31,7 +31,10 @@ def pooled_cells(root: str | Path) -> list[dict[str, Any]]:
     """Every sweep cell under `root` (random coverage only), tagged with its experiment."""
     rows: list[dict[str, Any]] = []
     for run_dir in iter_run_dirs(Path(root)):
-        name = json.loads((run_dir / "config.json").read_text()).get("experiment")
+        try:
+            name = json.loads((run_dir / "config.json").read_text()).get("experiment")
+        except (OSError, ValueError, AttributeError):  # unreadable: not a sweep we can pool
+            continue
         if name not in SWEEPS:
             continue
         rows += [dict(r, experiment=name) for r in read_split(run_dir, "cell")
@@ -40,9 +43,11 @@ def pooled_cells(root: str | Path) -> list[dict[str, Any]]:
     return rows
 
 
-def draw_pooled_collapse(root: str | Path) -> tuple[Path, dict[str, float]] | None:
-    """<root>/collapse_all.png (and .pdf) and the pooled fit, or None without sweep cells."""
-    rows = pooled_cells(root)
+def draw_pooled_collapse(root: str | Path, rows: list[dict[str, Any]] | None = None
+                         ) -> tuple[Path, dict[str, float]] | None:
+    """<root>/collapse_all.png (and .pdf) and the pooled fit of `rows` (default: the
+    `pooled_cells` of `root`), or None without sweep cells."""
+    rows = pooled_cells(root) if rows is None else rows
     if not rows:
         return None
     with paper_style():

@@ -140,11 +140,12 @@ def write_report(root: str | Path, title: str | None = None) -> tuple[Path, Path
 
 def collapse_notes(root: Path) -> list[Note]:
     """The pooled extraction collapse as a note, when the directory holds sweep runs."""
-    drawn = draw_pooled_collapse(root)
+    rows = pooled_cells(root)
+    drawn = draw_pooled_collapse(root, rows)
     if drawn is None:
         return []
     png, fit = drawn
-    names = sorted({r["experiment"] for r in pooled_cells(root)})
+    names = sorted({r["experiment"] for r in rows})
     return [Note("Extraction: every sweep on the bound variable (descriptive)",
                  f"log held-out error = a - b x with x = N_f K^2 log|R| / (2|R|^2), fitted over "
                  f"{fit['n']} cells (each seed; error > 0.01) of {', '.join(names)}: "
