@@ -4,7 +4,8 @@
 imports the whole compiler stack: 1.2 s of a 11 s factual-recall process measured on one
 machine, 3.5 s under a profiler on another. The updates below are the per-tensor updates of
 `torch.optim` (the path it takes on CPU), operation for operation, so a run is bit-identical to
-one with `torch.optim` on CPU (tests/test_optim.py checks it step by step).
+one with `torch.optim` on CPU (tests/test_optim.py checks it step by step). On CUDA torch.optim
+would default to its multi-tensor kernels; this loop is the single-tensor one everywhere.
 
     SGD    g <- grad + wd p;  b <- mu b + g (b_1 = g);  p <- p - lr b
     Adam   g <- grad + wd p;  m <- lerp(m, g, 1 - b1);  v <- b2 v + (1 - b2) g^2
@@ -49,6 +50,7 @@ class Optimizer:
 
     def update(self, p: torch.Tensor, grad: torch.Tensor, state: dict[str, Any], lr: float,
                wd: float) -> None:
+        """Update `p` in place from `grad` and its per-tensor `state` (the algorithm's step)."""
         raise NotImplementedError
 
 
