@@ -383,24 +383,26 @@ def test_cells_share_a_pretraining_only_when_it_is_the_same():
 def test_per_relation_gaps_find_the_one_relation_without_a_direction():
     """Planted: relations 0-3 share a direction each, relation 4 is random. Each planted gap
     beats its own Bonferroni relabelling null, the random one does not."""
-    from factlab.analysis.extraction_stats import relation_gap_nulls, relation_gaps
+    from factlab.analysis.extraction_stats import relation_gaps, relation_nulls
 
     gen = torch.Generator().manual_seed(0)
     n_rel, tau, d = 5, 4, 32
     vecs = torch.randn(n_rel, 1, d, generator=gen) + 0.3 * torch.randn(n_rel, tau, d, generator=gen)
     vecs[4] = torch.randn(tau, d, generator=gen)
     unit = torch.nn.functional.normalize(vecs.flatten(0, 1).double(), dim=-1)
-    rel = torch.arange(n_rel).repeat_interleave(tau)
-    gaps = relation_gaps(unit, rel, n_rel)
+    gaps = relation_gaps(vecs)
     # the per-group gap from its definition, computed by brute force for relation 0
     cos = unit @ unit.T
     inside = [cos[i, j] for i in range(tau) for j in range(tau) if i != j]
     outside = [cos[i, j] for i in range(tau) for j in range(tau, n_rel * tau)]
     assert float(gaps[0]) == pytest.approx(float(sum(inside) / len(inside)
                                                  - sum(outside) / len(outside)))
-    nulls = relation_gap_nulls(vecs, gen, 1 - 0.05 / n_rel, n_perm=400)
+    state = gen.get_state()
+    aggregate, nulls = relation_nulls(vecs, gen, 1 - 0.05 / n_rel, n_perm=400)
     above = (gaps > nulls).tolist()
     assert above == [True, True, True, True, False]
+    gen.set_state(state)  # one set of permutations: the aggregate null is relation_gap_null's
+    assert aggregate == relation_gap_null(vecs, gen, n_perm=400)
 
 
 def test_acquisition_verdict_judges_every_relation():

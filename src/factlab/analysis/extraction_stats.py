@@ -27,7 +27,14 @@ def relation_gap(unit: torch.Tensor, rel: torch.Tensor) -> float:
     return float(within.mean() - across.mean())
 
 
-def relation_gaps(unit: torch.Tensor, rel: torch.Tensor, n_rel: int) -> torch.Tensor:
+def _grouped(vectors: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Unit rows [n_rel * tau, d] (float64) of `vectors` [n_rel, tau, d] and their labels."""
+    n_rel, tau, _ = vectors.shape
+    unit = torch.nn.functional.normalize(vectors.reshape(n_rel * tau, -1).double(), dim=-1)
+    return unit, torch.arange(n_rel).repeat_interleave(tau)
+
+
+def _group_gaps(unit: torch.Tensor, rel: torch.Tensor, n_rel: int) -> torch.Tensor:
     """Per group g [n_rel]: mean cosine among g's vectors minus mean cosine of g's vectors with
     every other vector (unit vectors [n, d], labels [n] in [0, n_rel))."""
     cos = unit @ unit.T
@@ -39,28 +46,34 @@ def relation_gaps(unit: torch.Tensor, rel: torch.Tensor, n_rel: int) -> torch.Te
     return within / (size * (size - 1)) - across / (size * (len(rel) - size))
 
 
-def relation_gap_nulls(vectors: torch.Tensor, gen: torch.Generator, q: float,
-                       n_perm: int = 1000) -> torch.Tensor:
-    """Per relation [n_rel], the q-quantile of its gap (`relation_gaps`) under relabelling.
+def relation_gaps(vectors: torch.Tensor) -> torch.Tensor:
+    """Each relation's own gap [n_rel] of `vectors` [n_rel, tau, d]: its templates among
+    themselves minus against every other template."""
+    unit, rel = _grouped(vectors)
+    return _group_gaps(unit, rel, len(vectors))
+
+
+def relation_nulls(vectors: torch.Tensor, gen: torch.Generator, q_each: float,
+                   q_all: float = 0.95, n_perm: int = 1000) -> tuple[float, torch.Tensor]:
+    """Both relabelling nulls of `vectors` [n_rel, tau, d] from one set of permutations: the
+    q_all-quantile of the aggregate gap (`relation_gap`) and, per relation [n_rel], the
+    q_each-quantile of its own gap (`relation_gaps`).
 
     Relabelling keeps n_rel groups of tau; the null of group g is the gap of whatever tau
-    vectors a random relabelling puts in g. With q = 1 - 0.05 / n_rel (Bonferroni), a gap above
-    its null in every relation is unlikely (< 5%) when no relation has its own direction.
+    vectors a random relabelling puts in g. With q_each = 1 - 0.05 / n_rel (Bonferroni), a gap
+    above its null in every relation is unlikely (< 5%) when no relation has its own direction.
     """
-    n_rel, tau, _ = vectors.shape
-    unit = torch.nn.functional.normalize(vectors.reshape(n_rel * tau, -1).double(), dim=-1)
-    rel = torch.arange(n_rel).repeat_interleave(tau)
-    gaps = torch.stack([relation_gaps(unit, rel[torch.randperm(len(rel), generator=gen)], n_rel)
-                        for _ in range(n_perm)])  # [n_perm, n_rel]
-    return torch.quantile(gaps, q, dim=0)
+    unit, rel = _grouped(vectors)
+    perms = [rel[torch.randperm(len(rel), generator=gen)] for _ in range(n_perm)]
+    aggregate = torch.tensor([relation_gap(unit, r) for r in perms])
+    each = torch.stack([_group_gaps(unit, r, len(vectors)) for r in perms])  # [n_perm, n_rel]
+    return float(torch.quantile(aggregate, q_all)), torch.quantile(each, q_each, dim=0)
 
 
 def relation_gap_null(vectors: torch.Tensor, gen: torch.Generator, q: float = 0.95,
                       n_perm: int = 1000) -> float:
     """The q-quantile of the relation gap of `vectors` [n_rel, tau, d] under relabelling."""
-    n_rel, tau, _ = vectors.shape
-    unit = torch.nn.functional.normalize(vectors.reshape(n_rel * tau, -1).double(), dim=-1)
-    rel = torch.arange(n_rel).repeat_interleave(tau)
+    unit, rel = _grouped(vectors)
     gaps = [relation_gap(unit, rel[torch.randperm(len(rel), generator=gen)])
             for _ in range(n_perm)]
     return float(torch.quantile(torch.tensor(gaps), q))

@@ -18,7 +18,7 @@ from typing import Any, Literal
 import torch
 import torch.nn.functional as F
 
-from factlab.analysis.extraction_stats import relation_gap_null, relation_gap_nulls, relation_gaps
+from factlab.analysis.extraction_stats import relation_gaps, relation_nulls
 from factlab.analysis.selection import best_on_validation
 from factlab.config import ExperimentConfig, require
 from factlab.models.lora import add_lora
@@ -179,12 +179,9 @@ def pretrain(model: OneLayerTransformer, corpus: Corpus, cfg: ExtractionConfig, 
     improving = (result.stop_reason == "steps" and len(history) > tail
                  and max(history[-tail:]) > max(history[:-tail]) + IMPROVING_MARGIN)
     images = template_images(model, corpus)
-    null = relation_gap_null(images, make_generator(derive_seed(seed, "relation-null")))
-    per_rel = relation_gaps(F.normalize(images.flatten(0, 1).double(), dim=-1),
-                            torch.arange(len(images)).repeat_interleave(images.shape[1]),
-                            len(images))
-    nulls = relation_gap_nulls(images, make_generator(derive_seed(seed, "relation-nulls")),
-                               1 - 0.05 / len(images))
+    null, nulls = relation_nulls(images, make_generator(derive_seed(seed, "relation-null")),
+                                 1 - 0.05 / len(images))
+    per_rel = relation_gaps(images)
     return {"stored_acc": last["acc"], "pretrain_steps": result.steps,
             "pretrain_improving": improving, "rel_gap_null": null,
             "rel_gaps": per_rel.tolist(), "rel_gap_nulls": nulls.tolist(),
