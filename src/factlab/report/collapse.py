@@ -11,11 +11,10 @@ returns the fit. It is descriptive: no rule fixed in advance judges the pooled R
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
-from factlab.report.collect import iter_run_dirs
+from factlab.report.collect import iter_run_dirs, read_json
 from factlab.report.extraction import collapse_panel
 from factlab.report.plots import subplots
 from factlab.report.style import paper_style, save_figure
@@ -31,11 +30,8 @@ def pooled_cells(root: str | Path) -> list[dict[str, Any]]:
     """Every sweep cell under `root` (random coverage only), tagged with its experiment."""
     rows: list[dict[str, Any]] = []
     for run_dir in iter_run_dirs(Path(root)):
-        try:
-            name = json.loads((run_dir / "config.json").read_text()).get("experiment")
-        except (OSError, ValueError, AttributeError):  # unreadable: not a sweep we can pool
-            continue
-        if name not in SWEEPS:
+        name = (read_json(run_dir / "config.json") or {}).get("experiment")
+        if name not in SWEEPS:  # an unreadable config is not a sweep we can pool
             continue
         rows += [dict(r, experiment=name) for r in read_split(run_dir, "cell")
                  if r.get("mode", "random") == "random" and "bound_x" in r

@@ -50,7 +50,8 @@ class Note:
     figure: str  # relative to the report directory
 
 
-def _read_json(path: Path) -> dict[str, Any] | None:
+def read_json(path: Path) -> dict[str, Any] | None:
+    """A JSON object from `path`, or None when it is missing, torn or not an object."""
     try:
         data = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError):
@@ -90,7 +91,7 @@ def _labels(root: Path) -> dict[str, str]:
     """run_id -> 'key=value ...' of the swept axes, from every sweep.json under `root`."""
     labels: dict[str, str] = {}
     for manifest_path in sorted(root.rglob("sweep.json")):
-        manifest = _read_json(manifest_path) or {}
+        manifest = read_json(manifest_path) or {}
         axes = list(manifest.get("axes") or {})
         for cell in manifest.get("cells") or []:
             over = cell.get("overrides") or {}
@@ -100,8 +101,8 @@ def _labels(root: Path) -> dict[str, str]:
 
 def read_row(run_dir: Path, root: Path, label: str = "") -> ClaimRow:
     """The report row of one run directory (paths relative to `root`)."""
-    config = _read_json(run_dir / "config.json") or {}
-    summary = _read_json(run_dir / "summary.json")
+    config = read_json(run_dir / "config.json") or {}
+    summary = read_json(run_dir / "summary.json")
     name = str(config.get("experiment") or (summary or {}).get("experiment") or run_dir.name)
     paper, recon = paper_of(name)
     declared = (summary or {}).get("paper")
@@ -120,12 +121,12 @@ def read_row(run_dir: Path, root: Path, label: str = "") -> ClaimRow:
                         seed_text(summary, config),
                         float(wall) if isinstance(wall, (int, float)) else None,
                         figures, rel, paper, recon, label)
-    error = _read_json(run_dir / "error.json")
+    error = read_json(run_dir / "error.json")
     if error is not None:
         message = f"{error.get('type', 'Error')}: {error.get('message', '')}".splitlines()[0]
         return ClaimRow(name, "", "error", "error", message, message, "", None, [], rel,
                         paper, recon, label)
-    skipped = _read_json(run_dir / "skipped.json")  # written by `factlab reproduce`
+    skipped = read_json(run_dir / "skipped.json")  # written by `factlab reproduce`
     if skipped is not None:
         reason = str(skipped.get("reason", "needs input"))
         return ClaimRow(name, str(skipped.get("claim", "")), "skipped", "skipped", reason,
