@@ -341,3 +341,28 @@ def test_metrics_are_identical_alone_and_beside_a_cpu_burner_and_a_twin(tmp_path
 def test_write_json_atomic_never_stores_inf_as_a_number(tmp_path):
     write_json_atomic(tmp_path / "x.json", {"a": float("inf"), "b": float("nan"), "c": 1.5})
     assert json.loads((tmp_path / "x.json").read_text()) == {"a": "inf", "b": None, "c": 1.5}
+
+
+def test_thread_policy_takes_the_experiments_count_and_the_override_wins(monkeypatch):
+    from factlab.launchers import single_thread_env
+    from factlab.runtime import choose_threads
+
+    monkeypatch.delenv("FACTLAB_THREADS", raising=False)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda _pid: {0, 1}, raising=False)
+    assert choose_threads(ToyConfig()) == 1  # small config, nothing declared
+    assert choose_threads(ToyConfig(), preferred=2) == 2
+    assert choose_threads(ToyConfig(), preferred=8) == 2  # capped by the usable cores
+    assert get_experiment("induction-standard").threads == 2
+    monkeypatch.setenv("FACTLAB_THREADS", "1")  # what sweep and reproduce workers get
+    assert choose_threads(ToyConfig(), preferred=2) == 1
+    assert single_thread_env()["FACTLAB_THREADS"] == "1"
+    monkeypatch.setenv("FACTLAB_THREADS", "two")
+    with pytest.raises(ConfigError):
+        choose_threads(ToyConfig())
+
+
+def test_run_refuses_a_bad_thread_count_in_one_line(tmp_path, monkeypatch, capsys):
+    monkeypatch.delenv("FACTLAB_THREADS", raising=False)
+    assert main(["run", "capacity-linear", "--threads", "0", "--out", str(tmp_path / "r")]) == 2
+    assert "--threads" in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()

@@ -46,6 +46,8 @@ def _build_parser() -> argparse.ArgumentParser:
                        help="if the run directory holds a finished run, print it, run nothing")
     run.add_argument("--tensorboard", action="store_true",
                      help="also stream metrics to <run_dir>/tensorboard (needs tensorboard)")
+    run.add_argument("--threads", type=int, metavar="N",
+                     help="intra-op threads (default: the thread policy, docs/reliability.md)")
     report = sub.add_parser("report", help="rebuild report.html/.md (and figures) of a run, "
                             "sweep or reproduce directory")
     report.add_argument("run_dir")
@@ -228,6 +230,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from factlab.config import ConfigError
     from factlab.experiments.base import default_run_dir, run_experiment
 
+    if args.threads is not None:
+        if args.threads < 1:
+            raise ConfigError(f"--threads: expected a whole number >= 1, got {args.threads}")
+        os.environ["FACTLAB_THREADS"] = str(args.threads)  # read by runtime.choose_threads
     exp, cfg = _resolve(args.name, args.overrides, args.config)
     out = Path(args.out) if args.out else default_run_dir(exp, cfg)
     done = out / "summary.json"

@@ -37,7 +37,8 @@ Result = dict[str, Any]
 CellFn = Callable[[Task], Result]
 
 LAUNCHERS = ("local", "serial", "ray", "submitit")
-_THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+_THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS",
+                "FACTLAB_THREADS")
 
 
 def physical_cores() -> int:
@@ -49,7 +50,9 @@ def physical_cores() -> int:
 
 
 def single_thread_env() -> dict[str, str]:
-    """Environment variables that pin BLAS/OpenMP to one thread (read when torch loads)."""
+    """Environment variables that pin BLAS/OpenMP to one thread (read when torch loads), and
+    factlab's own override, so that a cell's run keeps one thread whatever its experiment
+    declares (workers share the cores)."""
     return {var: "1" for var in _THREAD_VARS}
 
 

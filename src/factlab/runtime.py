@@ -1,11 +1,13 @@
 """Seeding, threads, device selection and progress bars: the few process-wide concerns.
 
 Thread policy (docs/reliability.md): every run picks its intra-op thread count once, before it
-starts, and records it in config.json's meta. The default is one thread: the models here are
-small, a second thread gains nothing on them and loses a great deal when other processes share
+starts, and records it in config.json's meta. The default is one thread: most models here are
+small, a second thread gains little on them and loses a great deal when other processes share
 the cores (a tiny run took 120 s with the default threads on a loaded 2-core machine, 2.5 s
-with one). Only a config whose largest implied matrix has at least `MANY_THREADS_AT` elements
-gets up to four threads; `FACTLAB_THREADS=N` (or `factlab run --threads N`) overrides. With
+with one). A config whose largest implied matrix has at least `MANY_THREADS_AT` elements gets
+up to four threads, and an experiment that measured a gain from more threads on idle cores
+declares its count (`Experiment.threads`); `FACTLAB_THREADS=N` (or `factlab run --threads N`)
+overrides both. With
 the count fixed and OpenMP/MKL dynamic threading off, a run's numbers do not depend on the load
 of the machine: the same config, seed and thread count give the same bytes.
 """
@@ -35,17 +37,18 @@ MANY_THREADS_AT = 2**22  # elements of the largest matrix: below it, one thread 
 DETERMINISTIC_ENV = {"OMP_DYNAMIC": "FALSE", "MKL_DYNAMIC": "FALSE"}
 
 
-def choose_threads(cfg: Any = None) -> int:
-    """The intra-op thread count for a run of `cfg` (module docstring)."""
+def choose_threads(cfg: Any = None, preferred: int | None = None) -> int:
+    """The intra-op thread count for a run of `cfg` (module docstring): the config rule's, or
+    `preferred` (the count its experiment declares) when larger, capped by the usable cores."""
     flag = os.environ.get("FACTLAB_THREADS", "").strip()
     if flag:
         if not flag.isdigit() or int(flag) < 1:
             raise ConfigError(f"FACTLAB_THREADS: expected a whole number >= 1, got {flag!r}")
         return int(flag)
-    if cfg is None:
-        return 1
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return min(4, cores or 1) if largest_matrix(cfg) >= MANY_THREADS_AT else 1
+    cores = cores or 1
+    rule = min(4, cores) if cfg is not None and largest_matrix(cfg) >= MANY_THREADS_AT else 1
+    return max(rule, min(preferred or 1, cores))
 
 
 def configure_threads(n: int) -> int:
