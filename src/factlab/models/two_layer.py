@@ -211,9 +211,14 @@ class TwoLayerModel(HookedModule):
             v = self._project(tokens, h, attn.W_O @ attn.W_V, fold)
             if attn.pos == "rope1":
                 q, k = rotate(q, attn.rope_theta), rotate(k, attn.rope_theta)
-            z = [self._attend(attn, q[:, a:b], k[:, :b], v[:, :b], pos[a:b])
-                 for a, b in zip(range(0, T, query_block), range(query_block, T + query_block,
-                                                                query_block))]
+            z = []
+            for a in range(0, T, query_block):
+                b = min(a + query_block, T)
+                # a folded key block is its own table lookup: the backward of a slice of k
+                # would write a zero-filled [B, T, d] gradient per block
+                k_b = self._project(tokens[:, :b], h, attn.W_K, fold) if fold and b < T \
+                    and attn.pos != "rope1" else k[:, :b]
+                z.append(self._attend(attn, q[:, a:b], k_b, v[:, :b], pos[a:b]))
             h = h + torch.cat(z, 1)
         attn, mlp = self.blocks[-1].attn, self.blocks[-1].mlp
         rope = attn.pos == "rope1"
