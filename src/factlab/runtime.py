@@ -7,9 +7,9 @@ the cores (a tiny run took 120 s with the default threads on a loaded 2-core mac
 with one). A config whose largest implied matrix has at least `MANY_THREADS_AT` elements gets
 up to four threads, and an experiment that measured a gain from more threads on idle cores
 declares its count (`Experiment.threads`); `FACTLAB_THREADS=N` (or `factlab run --threads N`)
-overrides both. With
-the count fixed and OpenMP/MKL dynamic threading off, a run's numbers do not depend on the load
-of the machine: the same config, seed and thread count give the same bytes.
+overrides both. With the count fixed and OpenMP/MKL dynamic threading off, a run's numbers do
+not depend on the load of the machine: the same config, seed and thread count give the same
+bytes.
 """
 
 from __future__ import annotations

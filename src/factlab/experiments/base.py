@@ -51,8 +51,8 @@ class RunContext:
 
 
 # The trigger-task experiments declare it: their [B T, d] products (B = T = 64, d = 64-128)
-# are large enough that, on 2 idle cores, a 150-step run of each took 1.2-1.45x less wall time
-# with two threads than with one (benchmarks are in docs/reliability.md)
+# are large enough that, on 2 idle cores, a 150-step run of each took 1.23-1.50x less wall
+# time with two threads than with one (the table is in docs/reliability.md)
 TWO_THREADS = 2
 
 
@@ -104,7 +104,8 @@ def run_experiment(exp: Experiment, cfg: Any, out: str | Path | None = None,
     device = resolve_device(cfg.device)  # an unavailable device is refused before any write
     store = RunStore(run_dir)
     config = to_dict(cfg)
-    threads = configure_threads(choose_threads(cfg, exp.threads))  # docs/reliability.md: thread policy
+    # the thread policy of docs/reliability.md
+    threads = configure_threads(choose_threads(cfg, exp.threads))
     store.start(exp.name, config, meta={"threads": threads})
     set_seed(cfg.seed)
     ctx = RunContext(store, device,
