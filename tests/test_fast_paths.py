@@ -62,6 +62,20 @@ def test_logits_at_equals_the_plain_forward_and_its_gradients(name, mask_kind):
         torch.testing.assert_close(fast_grads[key], g, rtol=1e-3, atol=1e-5, msg=key)
 
 
+def test_logits_at_with_the_token_position_table_equals_the_plain_forward():
+    """B >= N: layer 1's keys come from the (token, position) table, per query block."""
+    n, x, y, outs = _batch(B=72)
+    assert x.shape[0] >= n
+    model = TwoLayerModel(CONFIGS["birth"], n, torch.Generator().manual_seed(1), train_len=40)
+    mask = outs >= 2
+    ref, ref_grads = _loss_and_grads(model, lambda: model(x)[mask])
+    fast, fast_grads = _loss_and_grads(model, lambda: model.logits_at(x, mask, query_block=16))
+    torch.testing.assert_close(fast, ref, rtol=1e-4, atol=1e-4)
+    assert sorted(fast_grads) == sorted(ref_grads)
+    for key, g in ref_grads.items():
+        torch.testing.assert_close(fast_grads[key], g, rtol=1e-3, atol=1e-5, msg=key)
+
+
 def test_logits_at_fails_loudly_when_it_is_wrong():
     """The comparison above can fail: a perturbed W_O² changes the fast logits."""
     n, x, _, outs = _batch()

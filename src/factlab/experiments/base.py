@@ -50,10 +50,10 @@ class RunContext:
             self.sink.log(step, split, metrics)
 
 
-# The trigger-task experiments declare it: their [B T, d] products (B = T = 64, d = 64-128)
+# Declared by the trigger-task experiments: their [B T, d] products (B = T = 64, d = 64-128)
 # are large enough that, on 2 idle cores, a 150-step run of each took 1.23-1.50x less wall
 # time with two threads than with one (the table is in docs/reliability.md)
-TWO_THREADS = 2
+TRIGGER_TASK_THREADS = 2
 
 
 @dataclasses.dataclass(frozen=True)

@@ -31,7 +31,7 @@ from typing import Any
 from factlab.analysis.curves import mean_record
 from factlab.analysis.verdicts import Verdict, combine_seeds, decide, inconclusive, spread
 from factlab.config import require
-from factlab.experiments.base import TWO_THREADS, Experiment, RunContext
+from factlab.experiments.base import TRIGGER_TASK_THREADS, Experiment, RunContext
 from factlab.experiments.induction import PAPER, InductionConfig, train_seed
 from factlab.models.attention import ABSOLUTE, POS_SCHEMES, RELATIVE
 from factlab.pipelines.hijack_prompts import PromptGrid, prompt_cells, score_cells
@@ -232,7 +232,7 @@ HIJACK_LENGTH = Experiment(
     config=LengthConfig,
     run=run_hijack_length,
     figures=functools.partial(figures_hijack_length, rule=HIJACK_RULE),
-    threads=TWO_THREADS,
+    threads=TRIGGER_TASK_THREADS,
     presets={"quick": _LENGTH_QUICK, "paper": PAPER},
 )
 
@@ -244,7 +244,7 @@ HIJACK_PROMPTS = Experiment(
     config=PromptsConfig,
     run=run_hijack_prompts,
     figures=functools.partial(figures_hijack_prompts, rule=HIJACK_RULE),
-    threads=TWO_THREADS,
+    threads=TRIGGER_TASK_THREADS,
     presets={"quick": _PROMPTS_QUICK,
              "paper": {**PAPER, "grid.n_prompts": 500, "grid.p1_len": 128,
                        "grid.p2_lens": "64,128,256", "grid.p3_len": 128,

@@ -39,7 +39,7 @@ from factlab.analysis.curves import (
 from factlab.analysis.nulls import order_free_accuracies
 from factlab.analysis.verdicts import Verdict, combine_seeds, decide, inconclusive, spread
 from factlab.config import ExperimentConfig, require
-from factlab.experiments.base import TWO_THREADS, Experiment, RunContext
+from factlab.experiments.base import TRIGGER_TASK_THREADS, Experiment, RunContext
 from factlab.models.two_layer import TwoLayerConfig
 from factlab.probes.induction import loss_metrics, two_layer_probe
 from factlab.report.induction import figures_induction_depth, figures_induction_head
@@ -255,7 +255,7 @@ INDUCTION_HEAD = Experiment(
     config=InductionConfig,
     run=run_induction_head,
     figures=functools.partial(figures_induction_head, rule=INDUCTION_RULE),
-    threads=TWO_THREADS,
+    threads=TRIGGER_TASK_THREADS,
     presets={"quick": _HEAD_QUICK, "paper": PAPER, "birth_fig3": BIRTH_FIG3},
 )
 
@@ -266,6 +266,6 @@ INDUCTION_DEPTH = Experiment(
     config=InductionConfig,
     run=run_induction_depth,
     figures=functools.partial(figures_induction_depth, rule=INDUCTION_RULE),
-    threads=TWO_THREADS,
+    threads=TRIGGER_TASK_THREADS,
     presets={"quick": {"train.eval_every": 25}, "paper": PAPER},
 )

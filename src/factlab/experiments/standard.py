@@ -33,7 +33,7 @@ from factlab.analysis.curves import mean_record, rose_in_tail
 from factlab.analysis.nulls import order_free_accuracies
 from factlab.analysis.verdicts import Verdict, combine_seeds, decide, inconclusive, spread
 from factlab.config import ExperimentConfig, require
-from factlab.experiments.base import TWO_THREADS, Experiment, RunContext
+from factlab.experiments.base import TRIGGER_TASK_THREADS, Experiment, RunContext
 from factlab.models.standard import STANDARD_POS, StandardConfig
 from factlab.pipelines.hijack_prompts import hijack_rates
 from factlab.probes.hijack import head_scores, standard_probe
@@ -184,6 +184,6 @@ INDUCTION_STANDARD = Experiment(
     config=StandardExpConfig,
     run=run_standard,
     figures=functools.partial(figures_standard, rule=STANDARD_RULE),
-    threads=TWO_THREADS,
+    threads=TRIGGER_TASK_THREADS,
     presets={"quick": {}},
 )

@@ -207,17 +207,18 @@ class TwoLayerModel(HookedModule):
         for i, block in enumerate(self.blocks[:-1]):
             attn = block.attn
             fold = i == 0 and self._foldable()
-            q, k = h, self._project(tokens, h, attn.W_K, fold)
+            # folded keys are a table lookup; each query block then looks up its own keys,
+            # since the backward of a slice of k writes a zero-filled [B, T, d] gradient
+            keys = self._table(tokens, attn.W_K) if fold and attn.pos != "rope1" else None
+            q = h
+            k = F.embedding(*keys) if keys else self._project(tokens, h, attn.W_K, fold)
             v = self._project(tokens, h, attn.W_O @ attn.W_V, fold)
             if attn.pos == "rope1":
                 q, k = rotate(q, attn.rope_theta), rotate(k, attn.rope_theta)
             z = []
             for a in range(0, T, query_block):
                 b = min(a + query_block, T)
-                # a folded key block is its own table lookup: the backward of a slice of k
-                # would write a zero-filled [B, T, d] gradient per block
-                k_b = self._project(tokens[:, :b], h, attn.W_K, fold) if fold and b < T \
-                    and attn.pos != "rope1" else k[:, :b]
+                k_b = F.embedding(keys[0][:, :b], keys[1]) if keys and b < T else k[:, :b]
                 z.append(self._attend(attn, q[:, a:b], k_b, v[:, :b], pos[a:b]))
             h = h + torch.cat(z, 1)
         attn, mlp = self.blocks[-1].attn, self.blocks[-1].mlp
@@ -280,22 +281,31 @@ class TwoLayerModel(HookedModule):
         """Whether E (and P) are constants, so products with them can be tabled."""
         return not self.W_E.requires_grad and not (self.absolute and self.W_pos.requires_grad)
 
+    def _table(self, tokens: torch.Tensor,
+               W: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """(index, table) with h⁰ Wᵀ = table[index] for frozen E (and P), or None when the
+        table of every (token, position) sum would outgrow the batch."""
+        B, T = tokens.shape
+        if not self.absolute:
+            return tokens, self.W_E @ W.T  # its backward is an index_add
+        if len(self.W_E) > B:
+            return None
+        EW = self.W_E @ W.T
+        # one table of every (token, position) sum: the broadcast add's backward would reduce
+        # a [B, T, d] gradient over the batch (~7% of a Birth step); the table's is an index_add
+        table = (EW[:, None] + (self.W_pos[:T] @ W.T)[None]).flatten(0, 1)  # [N T, d]
+        return tokens * T + torch.arange(T, device=tokens.device), table
+
     def _project(self, tokens: torch.Tensor, h: torch.Tensor, W: torch.Tensor,
                  fold: bool) -> torch.Tensor:
         """h @ Wᵀ for h = h⁰; folded: (E Wᵀ)[z] (+ (P Wᵀ)[t]), the same sum reassociated."""
         if not fold:
             return h @ W.T
-        EW = self.W_E @ W.T
-        if not self.absolute:
-            return F.embedding(tokens, EW)  # its backward is an index_add
-        B, T = tokens.shape
-        PW = self.W_pos[:T] @ W.T
-        if len(EW) > B:  # a [N T, d] table would outgrow the batch: add the broadcast
-            return F.embedding(tokens, EW) + PW
-        # one table of every (token, position) sum: the broadcast add's backward would reduce
-        # a [B, T, d] gradient over the batch (~7% of a Birth step); the table's is an index_add
-        table = (EW[:, None] + PW[None]).flatten(0, 1)  # [N T, d]
-        return F.embedding(tokens * T + torch.arange(T, device=tokens.device), table)
+        lookup = self._table(tokens, W)
+        if lookup is not None:
+            return F.embedding(*lookup)
+        T = tokens.shape[1]  # a [N T, d] table would outgrow the batch: add the broadcast
+        return F.embedding(tokens, self.W_E @ W.T) + self.W_pos[:T] @ W.T
 
 
 @torch.no_grad()
