@@ -23,7 +23,7 @@ from factlab.experiments.ic_recall_samples import samples_summary, samples_verdi
 from factlab.knowledge import make_knowledge_base
 from factlab.models.ic_memory import build_triplet_memory, calibrate, embedding_tables
 from factlab.models.ic_model import ICModelConfig, ICRecallModel
-from factlab.pipelines.ic_finetune import Protocol, make_splits, probe_n
+from factlab.pipelines.ic_finetune import Protocol, make_splits, probe_n, validation_rank
 from factlab.pipelines.ic_memories import (
     PretrainConfig,
     Setup,
@@ -360,6 +360,9 @@ def test_samples_verdict_three_states():
     v = samples_verdict(polylog + starved, seed=linear[-1]["seed"])
     assert v.state == "inconclusive" and "control" in v.reason
     assert samples_verdict(polylog).state == "inconclusive"  # the control never ran
+    weak = [dict(r, oracle_acc=0.986 if r["S"] == 256 else 0.998) for r in polylog]
+    v = samples_verdict(weak + linear)  # the target is out of reach for any attention
+    assert v.state == "inconclusive" and "oracle 0.9860 at S*R=2048" in v.reason
     probes = [{"outcome": "success"}, {"outcome": "inconclusive"}]
     summary = samples_summary(polylog + starved, probes, (0, 1, 2))
     assert summary.metrics["inconclusive_probes"] == 1 and summary.state == "inconclusive"
@@ -378,6 +381,19 @@ def test_bad_config_refused():
         apply_overrides(ICRecallConfig(), {"memory.kbeta": 0.6})
     with pytest.raises(ConfigError, match="arms"):
         get_experiment("ic-recall-samples").make_config({"arms": "qk,nope"})
+    with pytest.raises(ConfigError, match="monitor"):
+        apply_overrides(ICRecallConfig(), {"protocol.monitor": "auc"})
+
+
+def test_validation_rank_reads_the_monitored_metric():
+    """The acc monitor keeps the more accurate checkpoint even when its loss is higher (the
+    frozen memory's loss rose 2.0 -> 5.1 while accuracy rose 0.47 -> 0.72)."""
+    early, late = {"acc": 0.47, "loss": 2.0}, {"acc": 0.72, "loss": 5.1}
+    assert validation_rank(late, "acc") < validation_rank(early, "acc")
+    assert validation_rank(early, "loss") < validation_rank(late, "loss")
+    assert validation_rank({"acc": 0.9, "loss": 0.3}, "acc") < \
+        validation_rank({"acc": 0.9, "loss": 0.4}, "acc")  # ties broken by the loss
+    assert get_experiment("ic-recall-samples").make_config({}).protocol.monitor == "acc"
 
 
 def test_presets_build():

@@ -47,7 +47,13 @@ from factlab.analysis.verdicts import Verdict, combine_seeds, decide, inconclusi
 from factlab.config import ExperimentConfig, require
 from factlab.experiments.base import Experiment, RunContext
 from factlab.models.ic_model import ICModelConfig
-from factlab.pipelines.ic_finetune import FineTuneResult, Protocol, fine_tune, make_splits
+from factlab.pipelines.ic_finetune import (
+    FineTuneResult,
+    Protocol,
+    fine_tune,
+    make_splits,
+    validation_rank,
+)
 from factlab.pipelines.ic_memories import MemoryConfig, Setup, build_setup
 from factlab.probes.ic_recall import rival_statistics, wilson_interval
 from factlab.report.ic_recall import pattern_figures
@@ -85,6 +91,8 @@ class ICRecallConfig(ExperimentConfig):
         require(self.eval_limit >= 1, "eval_limit", "must be >= 1")
         require(self.n_heatmap >= 0, "n_heatmap", "must be >= 0")
         require(0 <= self.protocol.heldout_frac < 1, "protocol.heldout_frac", "must be in [0, 1)")
+        require(self.protocol.monitor in ("loss", "acc"), "protocol.monitor",
+                f"must be loss or acc, got {self.protocol.monitor!r}")
         if self.memory.key == "a" or self.memory.kind == "pretrained":
             require(self.model.train_ov, "model.train_ov",
                     "must be true with memory.key=a or a pretrained memory: only W_OV can map "
@@ -232,7 +240,7 @@ def measure_pattern(cfg: ICRecallConfig, ctx: RunContext
                     still_improving=res.still_improving, val_loss=res.best_val["loss"],
                     val_acc=res.best_val["acc"], **res.test)
             runs.append(res)
-        best = min(runs, key=lambda r: (r.best_val["loss"], -r.best_val["acc"]))
+        best = min(runs, key=lambda r: validation_rank(r.best_val, cfg.protocol.monitor))
         rec = pattern_seed_record(best, seed, setup.task.k)
         ctx.log(0, "best", **rec)
         records.append(rec)

@@ -19,6 +19,7 @@ success / fail / inconclusive (ended on its budget while still improving).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from collections.abc import Callable
 from typing import Any
@@ -48,7 +49,10 @@ class Protocol:
     min_steps: int = 4096
     max_steps: int = 1 << 20  # cap for huge N (a starved run is reported, never judged)
     patience: int = 8  # evaluations without a validation-loss gain before stopping
-    min_delta: float = 1e-3  # nats: smaller gains count as converged
+    min_delta: float = 1e-3  # smaller gains (nats, or accuracy) count as converged
+    # what early stopping, the best checkpoint and the lr choice read on validation: "loss",
+    # or "acc" where the claim is an accuracy target and the loss is not monotone in it
+    monitor: str = "loss"
     eval_chunk: int = 4096  # prompts per evaluation forward pass
 
 
@@ -88,6 +92,13 @@ def make_splits(setup: Setup, proto: Protocol, n_prompts: int, seed: int,
 
     return Splits(to(train_set), to(val), to(seen), None if heldout is None else to(heldout),
                   len(held))
+
+
+def validation_rank(m: dict[str, float], monitor: str) -> tuple[float, float]:
+    """Sort key of a validation record, lower is better: the monitored metric, then the other."""
+    if monitor == "acc":
+        return -m["acc"], m["loss"]
+    return m["loss"], -m["acc"]
 
 
 def step_budget(proto: Protocol, n_prompts: int, batch_size: int) -> int:
@@ -146,7 +157,8 @@ def fine_tune(setup: Setup, model_cfg: ICModelConfig, tcfg: TrainConfig, proto: 
         return F.cross_entropy(model(tokens[idx]), answers[idx])
 
     history: list[dict[str, float]] = []
-    best: dict[str, Any] = {"loss": math.inf}
+    best: dict[str, Any] = {"rank": (math.inf, math.inf)}
+    val_rank = functools.partial(validation_rank, monitor=proto.monitor)
 
     @torch.no_grad()
     def eval_fn() -> dict[str, float]:
@@ -160,15 +172,16 @@ def fine_tune(setup: Setup, model_cfg: ICModelConfig, tcfg: TrainConfig, proto: 
 
     def log_eval(step: int, m: dict) -> None:
         history.append(dict(m, step=step))
-        if m["loss"] < best["loss"]:  # best checkpoint on the validation loss
-            best.update(loss=m["loss"], metrics=dict(m, step=step),
+        if val_rank(m) < best["rank"]:  # best checkpoint on the monitored validation metric
+            best.update(rank=val_rank(m), metrics=dict(m, step=step),
                         state=[p.detach().clone() for p in model.trainable()])
         if on_eval is not None:
             on_eval(step, m, model)
 
     run_cfg = dataclasses.replace(
         tcfg, lr=lr, steps=step_budget(proto, n, tcfg.batch_size), target_acc=0.0,
-        patience=proto.patience, monitor="loss", monitor_mode="min", min_delta=proto.min_delta)
+        patience=proto.patience, monitor=proto.monitor,
+        monitor_mode="min" if proto.monitor == "loss" else "max", min_delta=proto.min_delta)
     result = train(model.trainable(), loss_fn, run_cfg, eval_fn, log_eval,
                    show_progress=show_progress, desc=f"N={n} lr={lr:g}")
     with torch.no_grad():
@@ -224,7 +237,7 @@ def probe_n(setup: Setup, model_cfg: ICModelConfig, tcfg: TrainConfig, proto: Pr
         if on_run is not None:
             on_run(res)
         runs.append(res)
-    best = min(runs, key=lambda r: (r.best_val["loss"], -r.best_val["acc"]))
+    best = min(runs, key=lambda r: validation_rank(r.best_val, proto.monitor))
     if best.test[metric] >= target:
         return "success", best
     return ("inconclusive" if best.still_improving else "fail"), best
