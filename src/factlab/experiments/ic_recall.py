@@ -91,8 +91,6 @@ class ICRecallConfig(ExperimentConfig):
         require(self.eval_limit >= 1, "eval_limit", "must be >= 1")
         require(self.n_heatmap >= 0, "n_heatmap", "must be >= 0")
         require(0 <= self.protocol.heldout_frac < 1, "protocol.heldout_frac", "must be in [0, 1)")
-        require(self.protocol.monitor in ("loss", "acc"), "protocol.monitor",
-                f"must be loss or acc, got {self.protocol.monitor!r}")
         if self.memory.key == "a" or self.memory.kind == "pretrained":
             require(self.model.train_ov, "model.train_ov",
                     "must be true with memory.key=a or a pretrained memory: only W_OV can map "

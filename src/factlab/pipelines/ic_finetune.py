@@ -22,7 +22,7 @@ import dataclasses
 import functools
 import math
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -52,7 +52,7 @@ class Protocol:
     min_delta: float = 1e-3  # smaller gains (nats, or accuracy) count as converged
     # what early stopping, the best checkpoint and the lr choice read on validation: "loss",
     # or "acc" where the claim is an accuracy target and the loss is not monotone in it
-    monitor: str = "loss"
+    monitor: Literal["loss", "acc"] = "loss"
     eval_chunk: int = 4096  # prompts per evaluation forward pass
 
 
@@ -172,8 +172,9 @@ def fine_tune(setup: Setup, model_cfg: ICModelConfig, tcfg: TrainConfig, proto: 
 
     def log_eval(step: int, m: dict) -> None:
         history.append(dict(m, step=step))
-        if val_rank(m) < best["rank"]:  # best checkpoint on the monitored validation metric
-            best.update(rank=val_rank(m), metrics=dict(m, step=step),
+        rank = val_rank(m)
+        if rank < best["rank"]:  # best checkpoint on the monitored validation metric
+            best.update(rank=rank, metrics=dict(m, step=step),
                         state=[p.detach().clone() for p in model.trainable()])
         if on_eval is not None:
             on_eval(step, m, model)
