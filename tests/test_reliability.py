@@ -72,8 +72,8 @@ def test_divergent_toy_run_leaves_failed_json_and_no_summary(tmp_path):
 def _divergent_overrides(name: str) -> list[str]:
     """Every learning-rate knob of the experiment at a divergent value, one seed."""
     cfg = get_experiment(name).make_config()
-    keys = [k for k in flatten(to_dict(cfg)) if k.rsplit(".", 1)[-1].endswith(("lr", "lrs"))
-            or k.rsplit(".", 1)[-1] == "lr_grid"]
+    keys = [k for k in flatten(to_dict(cfg))
+            if k.rsplit(".", 1)[-1].endswith(("lr", "lrs", "lr_grid"))]
     return [f"{k}={DIVERGENT_LR.get(name, '1e30')}" for k in keys] + ["seeds=0"]
 
 
