@@ -175,6 +175,9 @@ def test_hijack_length_notes_the_seed_mean_of_the_stored_records(tmp_path, caugh
              "acc_end": 0.5, "prev_token_in": 0.95, "prev_token_late": -1.0 if f == 1 else late}
             for s in (0, 1) for sch, late in (("ape_random", 0.1), ("rel_bias", 0.9))
             for f in (1, 2)]
+    rows += [{"split": "profile", "step": k * 8, "seed": s, "scheme": sch, "train_len": 64,
+              "length": 128, "acc": 1.0 if k < 4 or sch == "rel_bias" else 0.0}
+             for s in (0, 1) for sch in ("ape_random", "rel_bias") for k in range(16)]
     per = [{sch: {"x1": {"prev_token_in": 0.95}, "x2": {"prev_token_late": late + 0.02 * s}}
             for sch, late in (("ape_random", 0.1), ("rel_bias", 0.9))} for s in (0, 1)]
     run = plant(tmp_path / "len", {"experiment": "hijack-length", "factors": [1, 2]}, rows,
@@ -183,6 +186,8 @@ def test_hijack_length_notes_the_seed_mean_of_the_stored_records(tmp_path, caugh
     (fig,) = caught
     assert horizontal_at(fig, SHARP) and horizontal_at(fig, LOST)
     assert "ape_random: inside 0.95, past 0.11" in notes(fig)
+    # the third panel: where along the positions the head holds, T_train / 2 and T_train marked
+    assert len(fig.axes) == 3 and "$T_{train}/2$" in [t.get_text() for t in fig.axes[2].texts]
     assert_clean_labels(fig)
 
 

@@ -19,6 +19,7 @@ from factlab.probes.hijack import (
     closed_form_params,
     head_scores,
     prev_token_at_outputs,
+    prev_token_profile,
     query_alpha,
 )
 from factlab.tasks.bigram_stats import load_stats
@@ -166,6 +167,21 @@ def test_head_scores_find_planted_heads():
     A1 = P[:, 0]
     assert prev_token_at_outputs(A1, outs) == 1.0
     assert prev_token_at_outputs(A1, outs, lo=T) == -1.0
+
+
+def test_profile_finds_where_a_planted_head_fades():
+    # a head that attends t - 1 only at queries t < 8 (first token after), on a sequence of 16
+    # with an output token at every position: the profile in windows of 4 reads 1, 1, 0, 0
+    T = 16
+    A1 = torch.zeros(1, T, T)
+    A1[0, :, 0] = 1.0
+    for t in range(1, 8):
+        A1[0, t] = 0.0
+        A1[0, t, t - 1] = 1.0
+    outs = torch.ones(1, T, dtype=torch.long)
+    assert prev_token_profile(A1, outs, 4) == [1.0, 1.0, 0.0, 0.0]
+    assert prev_token_at_outputs(A1, outs, 1, T // 2) == 1.0  # hijack-length's inside window
+    assert prev_token_at_outputs(A1, outs, 1, T) == pytest.approx(7 / 15)
 
 
 def test_closed_form_on_construction():

@@ -3,9 +3,13 @@ hijack-prompts. Rules fixed before any run, judged over cfg.seeds with `combine_
 
 hijack-length  Judged on the mechanism: Birth's previous-token accuracy of layer 1 at the
     output tokens (`prev_token_at_outputs`), inside T_train and past it, on test sequences of
-    length 4 T_train (acc_end beside it). A scheme whose head is not sharp inside T_train
-    (< 0.9: the bar of a head that is the rule, not a tendency) says nothing about length and
-    is inconclusive. For sharp schemes: an absolute scheme "loses" the head when its accuracy
+    length 4 T_train (acc_end beside it). "Inside" is the first half of T_train: the task trains
+    the head at query t only through later occurrences of its trigger, about (T_train - t) of
+    them, so a position-specific (absolute) head is trained at t < T_train / 2 with at least half
+    the signal of the first queries and hardly at all near T_train, in any budget (measured in
+    docs/induction.md; the whole window is reported beside). A scheme whose head is not sharp
+    inside (< 0.9: the bar of a head that is the rule, not a tendency) says nothing about length
+    and is inconclusive. For sharp schemes: an absolute scheme "loses" the head when its accuracy
     past T_train is <= 0.5 (wrong on most queries), a relative one "keeps" it when it stays
     within 0.1 of its inside value. holds: every sharp APE loses it and every sharp RPE keeps
     it, with at least one sharp scheme of each kind; fails: a sharp scheme goes the other way;
@@ -35,7 +39,7 @@ from factlab.experiments.base import TRIGGER_TASK_THREADS, Experiment, RunContex
 from factlab.experiments.induction import PAPER, InductionConfig, train_seed
 from factlab.models.attention import ABSOLUTE, POS_SCHEMES, RELATIVE
 from factlab.pipelines.hijack_prompts import PromptGrid, prompt_cells, score_cells
-from factlab.probes.hijack import prev_token_at_outputs
+from factlab.probes.hijack import prev_token_at_outputs, prev_token_profile
 from factlab.probes.induction import forward_with_patterns, loss_metrics
 from factlab.report.induction import figures_hijack_length, figures_hijack_prompts
 from factlab.train.trigger import TEST_SEED, fixed_batch
@@ -83,10 +87,15 @@ def length_record(cfg: LengthConfig, ctx: RunContext, seed: int) -> dict[str, An
                                      T=f * T0, device=ctx.device)
             logits, A1, _ = forward_with_patterns(trained.model, x)
             m = {"acc_end": loss_metrics(logits, y, outs)["acc_end"],
-                 "prev_token_in": prev_token_at_outputs(A1, outs, 1, T0),
+                 "prev_token_in": prev_token_at_outputs(A1, outs, 1, T0 // 2),
+                 "prev_token_in_all": prev_token_at_outputs(A1, outs, 1, T0),
                  "prev_token_late": prev_token_at_outputs(A1, outs, T0) if f > 1 else -1.0}
             ctx.log(f, "length", seed=seed, scheme=scheme, length=f * T0, **m)
             r[f"x{f}"] = m
+        width = max(1, T0 // 8)  # where along the longest sequence the head holds (figure)
+        for k, acc in enumerate(prev_token_profile(A1, outs, width)):
+            ctx.log(k * width, "profile", seed=seed, scheme=scheme, train_len=T0, length=f * T0,
+                    acc=acc)
         rec[scheme] = r
     return rec
 
@@ -97,7 +106,8 @@ def length_seed_verdict(rec: dict[str, Any], hi: int) -> Verdict:
     for scheme, r in rec.items():
         inside, late = r["x1"]["prev_token_in"], r[f"x{hi}"]["prev_token_late"]
         kind = "ape" if scheme in ABSOLUTE else "rpe"
-        parts.append(f"{scheme}: prev-token in {inside:.2f} / past T {late:.2f}, acc_end "
+        parts.append(f"{scheme}: prev-token in {inside:.2f} (whole T_train "
+                     f"{r['x1'].get('prev_token_in_all', inside):.2f}) / past T {late:.2f}, acc_end "
                      + "/".join(f"{v['acc_end']:.2f}" for v in r.values()))
         if inside < SHARP:
             continue
@@ -105,8 +115,8 @@ def length_seed_verdict(rec: dict[str, Any], hi: int) -> Verdict:
         ok = late <= LOST if kind == "ape" else late >= inside - KEPT_SLACK
         if not ok:
             wrong.append(scheme)
-    evidence = "; ".join(parts) + (f" (sharp >= {SHARP}; APE lost <= {LOST}, RPE kept within "
-                                   f"{KEPT_SLACK})")
+    evidence = "; ".join(parts) + (f" (sharp >= {SHARP} at t < T_train/2; APE lost <= {LOST}, "
+                                   f"RPE kept within {KEPT_SLACK})")
     if wrong:
         return decide(False, evidence + f"; wrong way: {', '.join(wrong)}")
     if not (sharp["ape"] and sharp["rpe"]):
@@ -213,16 +223,16 @@ def run_hijack_prompts(cfg: PromptsConfig, ctx: RunContext) -> Verdict:
 # --------------------------------------------------------------------------- registry
 
 # quick: the family's defaults (T = 64, K = 5 random triggers, AdamW lr 0.01, batch 64).
-# hijack-length: d = 64, 500 steps: rel_bias reaches Birth's score_acc >= 0.9 by step ~300.
-# No absolute scheme gets sharp in a feasible budget (validation, seed 0, docs/induction.md):
-# ape_random plateaus at 0.54 by step 1500 at d = 64 (the hand-built head reaches only 0.82
-# there), reaches 0.77 at step 1000 at d = 128 (0.78 at 1200; B = 256 is no faster per
-# sequence; lr 0.003 / 0.03 / cosine no better), ape_learned 0.54 at step 500 (d = 64).
+# hijack-length: d = 128, 800 steps, chosen on validation (seed 0, score_early_acc: queries
+# t < T/2): ape_random >= 0.96 from step 300, rel_bias 0.90 at 600 and 0.95-0.96 at 800-1000,
+# rope1 0.28 at 1000 (it does not learn at lr 0.01; reported, not sharp). At d = 64 the
+# hand-built head reaches only 0.82 (65 tokens + 64 positions crowd 64 dimensions; 0.996 at
+# d = 128), and ape_random's head near T_train stays untrained in any budget (the rule above).
 # hijack-prompts: d = 128 (the closed form assumes near-orthogonal embeddings), rel_bias only:
 # its score_acc reaches 0.90 at step 800 and 0.92 at 900-1000 at d = 128, B = 64, so 1000
-# steps; ape_random cannot meet the prerequisite in any budget that fits (above) and stays
-# available as schemes=ape_random,rel_bias.
-_LENGTH_QUICK = {"model.d_model": 64, "train.steps": 500, "train.eval_every": 50}
+# steps; ape_random's head over the whole prompt stays below 0.9 (0.78 at 1000 steps, d = 128:
+# untrained near T_train) and stays available as schemes=ape_random,rel_bias.
+_LENGTH_QUICK = {"model.d_model": 128, "train.steps": 800, "train.eval_every": 100}
 _PROMPTS_QUICK = {"schemes": "rel_bias", "train.steps": 1000, "train.eval_every": 100}
 
 HIJACK_LENGTH = Experiment(

@@ -129,6 +129,13 @@ def prev_token_at_outputs(A1: torch.Tensor, outs: torch.Tensor, lo: int = 1,
     return float(ok[sel].float().mean())
 
 
+def prev_token_profile(A1: torch.Tensor, outs: torch.Tensor, width: int) -> list[float]:
+    """`prev_token_at_outputs` in consecutive query windows [k w, (k + 1) w) over the sequence:
+    where along the positions a previous-token head holds (-1 for a window without outputs)."""
+    T = A1.shape[1]
+    return [prev_token_at_outputs(A1, outs, lo, lo + width) for lo in range(0, T, width)]
+
+
 def standard_probe(model: torch.nn.Module, batch) -> dict[str, float]:
     """Validation probes: losses, acc_end and the best head scores of layers 1 and 2."""
     x, y, outs = batch

@@ -67,6 +67,9 @@ def attention_metrics(A1: torch.Tensor, A2: torch.Tensor, x: torch.Tensor, y: to
     prev_ok[:, :-1] = top1[:, 1:] == pos[:, :-1]
     valid = torch.zeros_like(prev_ok)
     valid[:, :-1] = True
+    # queries in the first half (t = i + 1 < T/2): the ones a later trigger occurrence reads
+    # often enough to train a position-specific head (docs/induction.md, hijack-length)
+    early = valid & (pos + 1 < T // 2)
     a_star = A2.argmax(-1)  # [B, T]
     x_prev = x[rows, (a_star - 1).clamp_min(0)]
     score2 = (x_prev == x) & (a_star > 0)
@@ -78,6 +81,7 @@ def attention_metrics(A1: torch.Tensor, A2: torch.Tensor, x: torch.Tensor, y: to
     return {
         "score_acc": _mean(prev_ok, (outs >= 1) & valid),
         "score_start_acc": _mean(prev_ok, (outs == 1) & valid),
+        "score_early_acc": _mean(prev_ok, (outs >= 1) & early),
         "score2_acc": _mean(score2, head),
         "score2_next_acc": _mean(next_ok, head),
         "pred_attended_acc": _mean(pred_ok, head),

@@ -120,12 +120,34 @@ def figures_induction_depth(run_dir: Path, rule: SimpleNamespace) -> list[Path]:
     return _figure(run_dir, "test", "depth", (3.6, 2.6), 1, draw)
 
 
+def _profile(ax: Any, rows: Rows, rule: SimpleNamespace) -> None:
+    """Previous-token accuracy along the query positions of the longest test sequence, per
+    scheme (seed band), with T_train / 2 (the end of the judged window) and T_train marked."""
+    for scheme in dict.fromkeys(r["scheme"] for r in rows):
+        sel = [r for r in rows if r["scheme"] == scheme]
+        starts = sorted({r["step"] for r in sel})
+        ys = np.array([[r["acc"] for r in sel if r["step"] == s] for s in starts], float).T
+        ys[ys < 0] = np.nan  # a window without output tokens
+        band(ax, starts, ys, label=scheme)
+    T0 = rows[0]["train_len"]
+    for x, lab in ((T0 // 2, "$T_{train}/2$"), (T0, "$T_{train}$")):
+        ax.axvline(x, color="0.5", lw=0.6, ls="--")
+        ax.text(x, 1.0, lab, fontsize=5, ha="center", va="bottom")
+    threshold(ax, rule.SHARP, f"sharp ≥ {rule.SHARP}")
+    ax.set(xlabel=f"query position (length {rows[0]['length']})",
+           ylabel="previous-token accuracy", ylim=(-0.02, 1.08))
+
+
 def figures_hijack_length(run_dir: Path, rule: SimpleNamespace) -> list[Path]:
     """Previous-token accuracy past T_train and acc_end vs length, per scheme, with the
-    sharpness and "lost" levels of the rule and the stored seed-mean numbers."""
+    sharpness and "lost" levels of the rule and the stored seed-mean numbers; and where along
+    the positions the head holds."""
+    profile = read_split(run_dir, "profile")
 
     def draw(axes: Any, rows: Rows, stored: Stored, cfg: dict[str, Any]) -> None:
-        ax1, ax2 = axes
+        ax1, ax2 = axes[:2]
+        if profile:
+            _profile(axes[2], profile, rule)
         for scheme in dict.fromkeys(r["scheme"] for r in rows):
             sel = [r for r in rows if r["scheme"] == scheme]
             lens = sorted({r["length"] for r in sel})
@@ -133,7 +155,7 @@ def figures_hijack_length(run_dir: Path, rule: SimpleNamespace) -> list[Path]:
                 ys = np.array([[r[key] for r in sel if r["length"] == n] for n in lens], float).T
                 ys[ys < 0] = np.nan  # -1: no position past T_train at the training length
                 band(ax, lens, ys, label=scheme)
-        threshold(ax1, rule.SHARP, f"sharp inside $T$ ≥ {rule.SHARP}")
+        threshold(ax1, rule.SHARP, f"sharp inside $T/2$ ≥ {rule.SHARP}")
         threshold(ax1, rule.LOST, f"APE lost ≤ {rule.LOST}", color="C3", ls=":")
         for ax, lab in ((ax1, "previous-token accuracy past $T_{train}$"),
                         (ax2, "test accuracy at outs ≥ 2")):
@@ -149,7 +171,8 @@ def figures_hijack_length(run_dir: Path, rule: SimpleNamespace) -> list[Path]:
                            f"needs inside ≥ {rule.SHARP}; APE past ≤ {rule.LOST}, RPE within "
                            f"{rule.KEPT_SLACK} of inside", width=60), "below")
 
-    return _figure(run_dir, "length", "length", (6.75, 2.6), 2, draw)
+    return _figure(run_dir, "length", "length", (10.0, 2.6) if profile else (6.75, 2.6),
+                   3 if profile else 2, draw)
 
 
 def figures_hijack_prompts(run_dir: Path, rule: SimpleNamespace) -> list[Path]:
