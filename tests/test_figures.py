@@ -178,7 +178,8 @@ def test_hijack_length_notes_the_seed_mean_of_the_stored_records(tmp_path, caugh
     rows += [{"split": "profile", "step": k * 8, "seed": s, "scheme": sch, "train_len": 64,
               "length": 128, "acc": 1.0 if k < 4 or sch == "rel_bias" else 0.0}
              for s in (0, 1) for sch in ("ape_random", "rel_bias") for k in range(16)]
-    per = [{sch: {"x1": {"prev_token_in": 0.95}, "x2": {"prev_token_late": late + 0.02 * s}}
+    per = [{sch: {"x1": {"prev_token_in": 0.95},
+                  "x2": {"prev_token_in": 0.95, "prev_token_late": late + 0.02 * s}}
             for sch, late in (("ape_random", 0.1), ("rel_bias", 0.9))} for s in (0, 1)]
     run = plant(tmp_path / "len", {"experiment": "hijack-length", "factors": [1, 2]}, rows,
                 summary("holds", {"per_seed": per}))

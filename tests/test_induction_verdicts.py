@@ -88,6 +88,17 @@ def test_hijack_length_verdict_states():
     assert v.state == "inconclusive" and "relative" in v.reason
 
 
+def test_hijack_length_compares_inside_and_past_on_the_same_sequences():
+    # the long batch reads rel_bias 0.93 inside and 0.85 past (kept, within 0.1); the training-
+    # length batch's 0.99 inside must not enter the comparison (0.99 - 0.85 > 0.1)
+    rec = _length((0.98, 0.93, 0.3), (0.01, 0.85, 0.1))
+    rec["rel_bias"]["x1"]["prev_token_in"] = 0.99
+    assert hijack_length_verdict(_three(rec), 4).state == "holds"
+    rec["rel_bias"]["x4"]["prev_token_in"] = 0.88  # not sharp on the long batch: says nothing
+    v = hijack_length_verdict(_three(rec), 4)
+    assert v.state == "inconclusive" and "relative" in v.reason
+
+
 # ------------------------------------------------------------------ hijack-prompts
 
 def _prompts(agree, const=0.6, prev=0.95, acc=0.8):

@@ -7,13 +7,15 @@ hijack-length  Judged on the mechanism: Birth's previous-token accuracy of layer
     the head at query t only through later occurrences of its trigger, about (T_train - t) of
     them, so a position-specific (absolute) head is trained at t < T_train / 2 with at least half
     the signal of the first queries and hardly at all near T_train, in any budget (measured in
-    docs/induction.md; the whole window is reported beside). A scheme whose head is not sharp
-    inside (< 0.9: the bar of a head that is the rule, not a tendency) says nothing about length
-    and is inconclusive. For sharp schemes: an absolute scheme "loses" the head when its accuracy
-    past T_train is <= 0.5 (wrong on most queries), a relative one "keeps" it when it stays
-    within 0.1 of its inside value. holds: every sharp APE loses it and every sharp RPE keeps
-    it, with at least one sharp scheme of each kind; fails: a sharp scheme goes the other way;
-    inconclusive: no sharp scheme of one kind.
+    docs/induction.md; the whole window is reported beside). Inside and past are read on the
+    same sequences (the longest length's test batch, task.test_batch of them): two batches give
+    the same model at the same positions values 0.05 apart, half the slack below. A scheme whose
+    head is not sharp inside (< 0.9: the bar of a head that is the rule, not a tendency) says
+    nothing about length and is inconclusive. For sharp schemes: an absolute scheme "loses"
+    the head when its accuracy past T_train is <= 0.5 (wrong on most queries), a relative one
+    "keeps" it when it stays within 0.1 of its inside value. holds: every sharp APE loses it
+    and every sharp RPE keeps it, with at least one sharp scheme of each kind; fails: a sharp
+    scheme goes the other way; inconclusive: no sharp scheme of one kind.
 hijack-prompts  The closed-form logit ξ(j) ≈ λ(e^c n_j + r_j)/(m e^c + L − m) + α_qj, with λ, c,
     α read from the trained weights (`factlab.probes.hijack`), predicts the model's choice among
     the candidates {o, (o2,) j*} of the designed prompts P1-P5. Per family, the agreement must
@@ -83,7 +85,7 @@ def length_record(cfg: LengthConfig, ctx: RunContext, seed: int) -> dict[str, An
                              dataclasses.replace(cfg.model, pos=scheme))
         r: dict[str, Any] = {}
         for f in cfg.factors:
-            x, y, outs = fixed_batch(trained.stats, cfg.task, cfg.eval_batch, TEST_SEED,
+            x, y, outs = fixed_batch(trained.stats, cfg.task, cfg.task.test_batch, TEST_SEED,
                                      T=f * T0, device=ctx.device)
             logits, A1, _ = forward_with_patterns(trained.model, x)
             m = {"acc_end": loss_metrics(logits, y, outs)["acc_end"],
@@ -104,10 +106,11 @@ def length_seed_verdict(rec: dict[str, Any], hi: int) -> Verdict:
     """The hijack-length rule on one record (a seed or the seed mean); `hi` the longest factor."""
     parts, sharp, wrong = [], {"ape": 0, "rpe": 0}, []
     for scheme, r in rec.items():
-        inside, late = r["x1"]["prev_token_in"], r[f"x{hi}"]["prev_token_late"]
+        inside, late = r[f"x{hi}"]["prev_token_in"], r[f"x{hi}"]["prev_token_late"]  # paired
         kind = "ape" if scheme in ABSOLUTE else "rpe"
         parts.append(f"{scheme}: prev-token in {inside:.2f} (whole T_train "
-                     f"{r['x1'].get('prev_token_in_all', inside):.2f}) / past T {late:.2f}, acc_end "
+                     f"{r[f'x{hi}'].get('prev_token_in_all', inside):.2f}) / past T {late:.2f}, "
+                     "acc_end "
                      + "/".join(f"{v['acc_end']:.2f}" for v in r.values()))
         if inside < SHARP:
             continue
@@ -206,7 +209,7 @@ def run_hijack_prompts(cfg: PromptsConfig, ctx: RunContext) -> Verdict:
         for scheme in cfg.schemes:
             trained = train_seed(cfg, ctx, seed, f"train_{scheme}",
                                  dataclasses.replace(cfg.model, pos=scheme))
-            x, y, outs = fixed_batch(trained.stats, cfg.task, cfg.eval_batch, TEST_SEED,
+            x, y, outs = fixed_batch(trained.stats, cfg.task, cfg.task.test_batch, TEST_SEED,
                                      device=ctx.device)
             logits, A1, _ = forward_with_patterns(trained.model, x)
             rows, summary = score_cells(trained, prompt_cells(cfg.grid), cfg.task.seq_len, seed)

@@ -165,8 +165,8 @@ def figures_hijack_length(run_dir: Path, rule: SimpleNamespace) -> list[Path]:
         ax1.figure.subplots_adjust(wspace=0.35)
         ax1.legend(fontsize=5)
         mean, hi = _seed_mean(stored), f"x{max(cfg.get('factors') or [1])}"
-        lines = [f"{s}: inside {r['x1']['prev_token_in']:.2f}, past {r[hi]['prev_token_late']:.2f}"
-                 for s, r in mean.items() if "x1" in r and hi in r]
+        lines = [f"{s}: inside {r[hi]['prev_token_in']:.2f}, past {r[hi]['prev_token_late']:.2f}"
+                 for s, r in mean.items() if hi in r and "prev_token_in" in r[hi]]
         annotate(ax2, note(stored, *(lines or ["n/a"]),
                            f"needs inside ≥ {rule.SHARP}; APE past ≤ {rule.LOST}, RPE within "
                            f"{rule.KEPT_SLACK} of inside", width=60), "below")
