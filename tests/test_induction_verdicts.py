@@ -3,6 +3,7 @@ inconclusive for each), and the nulls, head scores and closed form they rest on.
 
 from __future__ import annotations
 
+import copy
 import math
 
 import pytest
@@ -14,6 +15,7 @@ from factlab.experiments.induction import induction_depth_verdict, induction_hea
 from factlab.experiments.standard import standard_verdict
 from factlab.models.standard import StandardConfig, StandardTransformer
 from factlab.models.two_layer import TwoLayerConfig, TwoLayerModel, reference_construction
+from factlab.pipelines.hijack_prompts import PromptGrid, prompt_cells, score_cells
 from factlab.probes.hijack import (
     closed_form_choice,
     closed_form_params,
@@ -24,6 +26,7 @@ from factlab.probes.hijack import (
 )
 from factlab.tasks.bigram_stats import load_stats
 from factlab.tasks.trigger_bigram import make_prompts
+from factlab.train.trigger import TrainedModel
 
 INF = math.inf
 
@@ -202,11 +205,21 @@ def test_closed_form_on_construction():
     reference_construction(model, stats.bigram.float(), T=128)
     p = closed_form_params(model)
     assert p["lambda"] > 50 and p["c"] > 10  # the built margins (100 and 20)
+    # random embeddings: near-orthogonal, at the random-vector level; collapsed ones are not
+    assert p["embed_cos"] == pytest.approx(p["embed_cos_null"], rel=0.2)
+    collapsed = copy.deepcopy(model)
+    with torch.no_grad():
+        collapsed.W_E[1:] = collapsed.W_E[0] + 0.1 * collapsed.W_E[1:]
+    assert closed_form_params(collapsed)["embed_cos"] > 0.9
     gen = torch.Generator().manual_seed(1)
     for n_o, expect in ((4, 0), (0, 1)):  # evidence: o wins; none: j* (the FFN's bigram)
         batch = make_prompts(stats, 50, 64, n_o, gen=gen)
         pick = closed_form_choice(p, query_alpha(model, batch.q, 64), batch, 64)
         assert (pick == expect).float().mean() >= 0.95
+    # the FFN stores the bigram, so the query alone leans to its global answer j* over o
+    cell = prompt_cells(PromptGrid(n_prompts=50))[0]
+    rows, summary = score_cells(TrainedModel(model, stats, None), [cell], 64, 0)
+    assert rows[0]["alpha_gap"] > 1.0 and summary["families"]["P1"]["alpha_gap"] > 1.0
 
 
 def test_standard_transformer_shapes_and_rope():

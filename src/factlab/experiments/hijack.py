@@ -171,7 +171,9 @@ def prompts_seed_verdict(rec: dict[str, Any]) -> Verdict:
     parts, failed, ready = [], [], 0
     for scheme, r in rec.items():
         fams = r["families"]
-        parts.append(f"{scheme} (λ {r['lambda']:.2f}, c {r['c']:.2f}, prev-token "
+        assumed = (f", α lean j*−o {r['alpha_gap']:.2f}, embedding |cos| {r['embed_cos']:.3f} "
+                   f"(random {r['embed_cos_null']:.3f})" if "embed_cos" in r else "")
+        parts.append(f"{scheme} (λ {r['lambda']:.2f}, c {r['c']:.2f}{assumed}, prev-token "
                      f"{r['prev_token_in']:.2f}, acc_end {r['acc_end']:.2f}): "
                      + ", ".join(f"{f} {v['agreement']:.2f}/{v['constant']:.2f}"
                                  for f, v in fams.items()))

@@ -94,7 +94,8 @@ def score_cell(trained: TrainedModel, params: dict[str, float], batch, L: int,
     cand, _ = candidates(batch)
     cand = cand.to(device)
     model_tok = cand.gather(1, paths["logits"].gather(1, cand).argmax(-1, keepdim=True))[:, 0]
-    pick = closed_form_choice(params, query_alpha(model, batch.q, L), batch, L)
+    alpha = query_alpha(model, batch.q, L)
+    pick = closed_form_choice(params, alpha, batch, L)
     pred_tok = cand.gather(1, pick[:, None])[:, 0]
     argmax = paths["logits"].argmax(-1)
     o, js = batch.o.to(device), batch.jstar.to(device)
@@ -110,6 +111,10 @@ def score_cell(trained: TrainedModel, params: dict[str, float], batch, L: int,
         "predicted_in_context": rate(pred_tok, o), "predicted_jstar": rate(pred_tok, js),
         "in_context_wins": rate(argmax, o), "global_wins": rate(argmax, js),
     }
+    # α's lean: how much the query alone favours the global answer j* over the in-context o
+    differ = o != js
+    lean = alpha[rows, js] - alpha[rows, o]
+    out["alpha_gap"] = float(lean[differ].mean()) if bool(differ.any()) else 0.0
     if cand.shape[1] > 2:
         out["picks_o2"] = rate(model_tok, cand[:, 2])
     for name in ("direct", "layer1", "induction", "ffn"):
@@ -123,7 +128,8 @@ def score_cell(trained: TrainedModel, params: dict[str, float], batch, L: int,
 
 def score_cells(trained: TrainedModel, cells: list[tuple[str, str, dict[str, Any]]],
                 T_train: int, seed: int) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """Score every cell; return (rows, summary with λ, c and per-family agreement)."""
+    """Score every cell; return (rows, summary with λ, c, α's lean j* − o, the embeddings'
+    mean |cos| against its random-vector null, and per-family agreement)."""
     stats = trained.stats
     params = closed_form_params(trained.model)
     rows = []
@@ -143,7 +149,7 @@ def score_cells(trained: TrainedModel, cells: list[tuple[str, str, dict[str, Any
         sel = [r for r in rows if r["family"] == fam and r["in_scope"]]
         if sel:
             families[fam] = {k: sum(r[k] for r in sel) / len(sel)
-                             for k in ("agreement", "constant")}
+                             for k in ("agreement", "constant", "alpha_gap")}
     p1 = [r for r in rows if r["family"] == "P1"]
 
     def threshold(key: str) -> float:
@@ -151,7 +157,8 @@ def score_cells(trained: TrainedModel, cells: list[tuple[str, str, dict[str, Any
         return next((float(r["cell"][2:]) for r in p1 if r[key] >= 0.5), -1.0)
 
     tie = next((r for r in rows if r["cell"] == "1:1 o1=j*"), None)
-    summary = {"lambda": params["lambda"], "c": params["c"], "families": families,
+    summary = {**params, "families": families,
+               "alpha_gap": sum(f["alpha_gap"] for f in families.values()) / max(len(families), 1),
                "p1_threshold_model": threshold("picks_o"),
                "p1_threshold_formula": threshold("predicted_in_context"),
                "tie_jstar_model": tie["picks_jstar"] if tie else -1.0,

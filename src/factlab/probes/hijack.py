@@ -46,7 +46,11 @@ def closed_form_params(model: TwoLayerModel) -> dict[str, float]:
     w1 = E @ a1.W_V.T @ a1.W_O.T
     S = (E @ a2.W_K @ w1.T) * a2.scale  # [q, k']
     gap = S.diagonal() - (S * off).sum(1) / (N - 1)
-    return {"lambda": lam, "c": float(gap.mean()), "c_min": float(gap.min())}
+    # the formula's other assumption: near-orthogonal embeddings (random d-vectors: ~ sqrt(2/πd))
+    En = E / E.norm(dim=1, keepdim=True).clamp_min(1e-12)
+    cos = (En @ En.T).abs()[off]
+    return {"lambda": lam, "c": float(gap.mean()), "c_min": float(gap.min()),
+            "embed_cos": float(cos.mean()), "embed_cos_null": math.sqrt(2 / (math.pi * E.shape[1]))}
 
 
 @torch.no_grad()
