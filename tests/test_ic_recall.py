@@ -437,3 +437,18 @@ def test_pretrained_memory_roundtrip(tmp_path):
         load_pretrained(tmp_path, kb, 64)
     with pytest.raises(ConfigError, match="no checkpoint"):
         load_pretrained(tmp_path / "nope", kb, 32)
+
+
+def test_pretraining_lr_grid_stops_at_the_first_lr_that_stores_the_facts():
+    """A too-small lr misses Task A; the grid moves on, keeps the better memory, and stops at
+    the first lr that reaches the target (the later one is never tried)."""
+    kb = make_knowledge_base(16, 2, 4, 64)
+    base = dict(d_mlp=64, seq_len=4, n_noise=4, steps=300, batch_size=128, eval_every=50,
+                target_acc=0.95)
+    seen: list[float] = []
+    t, m = pretrain_memory(kb, 32, PretrainConfig(lr_grid=(1e-6, 1e-2, 1e-1), **base), 0,
+                           torch.device("cpu"), on_eval=lambda step, e: seen.append(e["lr"]))
+    assert m["pretrain_lr"] == 1e-2 and m["pretrain_acc"] >= 0.95
+    assert set(seen) == {1e-6, 1e-2}  # 1e-1 not tried once 1e-2 stored the facts
+    _, low = pretrain_memory(kb, 32, PretrainConfig(lr=1e-6, **base), 0, torch.device("cpu"))
+    assert low["pretrain_acc"] < 0.5  # the first lr alone does not store them
