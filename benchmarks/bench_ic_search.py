@@ -6,8 +6,12 @@ One run measures, on one fixture (constructed memory, S subjects, d, D):
    the lr grid inside the probe trained one lr after the other);
 2. the test enumeration of a probe (every triplet, held-out ones in several contexts) in
    large chunks (the default, `Protocol.eval_chunk`) against one prompt at a time on the
-   same model, and prints the ratio. The stacked lr-grid/seed ensemble is not implemented
-   for this family, so there is no batched-training number to print.
+   same model, and prints the ratio;
+3. the training step that dominates a probe, for G members (an lr grid or seeds): G models
+   stepped one after the other against one stacked step (each member's attention, then the
+   shared frozen memory once on all members' outputs, one Adam step on the summed losses).
+   It says whether stacking the members of a probe would pay on this machine; the search
+   does not stack them.
 
     python benchmarks/bench_ic_search.py [--subjects 256] [--d 128] [--n 1024]
 """
@@ -39,6 +43,8 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=1024, help="prompts of the timed probe")
     ap.add_argument("--single", type=int, default=512,
                     help="prompts evaluated one at a time (the rest is extrapolated)")
+    ap.add_argument("--members", type=int, default=3, help="G of the training-step timing")
+    ap.add_argument("--steps", type=int, default=30, help="timed training steps")
     ap.add_argument("--device", default="cpu")
     args = ap.parse_args()
     dev = torch.device(args.device)
@@ -70,6 +76,52 @@ def main() -> None:
     print(f"test enumeration of {len(tokens)} prompts: chunks of {proto.eval_chunk} "
           f"{batched:.3f} s, one at a time {single:.3f} s (extrapolated from {m}); "
           f"batched is {single / batched:.1f}x faster")
+
+    loop_s, stacked_s = time_members(setup, splits, args.d, args.members, args.steps, dev)
+    print(f"training step, {args.members} members, batch {tcfg.batch_size}: one after the "
+          f"other {loop_s * 1e3:.1f} ms, stacked {stacked_s * 1e3:.1f} ms; stacked is "
+          f"{loop_s / stacked_s:.2f}x faster")
+
+
+def time_members(setup, splits, d: int, members: int, steps: int, dev: torch.device,
+                 batch: int = 256) -> tuple[float, float]:
+    """Seconds per training step of `members` IC models: in a loop, then as one stack."""
+    cfg = ICModelConfig(d_model=d, init="small")
+    models = [ICRecallModel(cfg, setup.W_E, setup.W_U, setup.memory,
+                            torch.Generator().manual_seed(i), n_pos=setup.task.seq_len).to(dev)
+              for i in range(members)]
+    tokens, answers = splits.train["tokens"][:batch], splits.train["answer"][:batch]
+    opts = [torch.optim.Adam(m.trainable(), lr=1e-3) for m in models]
+
+    def loop_step() -> None:
+        for m, opt in zip(models, opts):
+            opt.zero_grad()
+            torch.nn.functional.cross_entropy(m(tokens), answers).backward()
+            opt.step()
+
+    # the frozen memory is shared and its forward is data-dependent (no vmap), so the stack
+    # runs each member's attention, then the memory once on all members' outputs
+    sopt = torch.optim.Adam([p for m in models for p in m.trainable()], lr=1e-3)
+    x = models[0].W_E[tokens]
+    memory, W_U = setup.memory, models[0].W_U
+
+    def stacked_step() -> None:
+        sopt.zero_grad()
+        u = torch.cat([m.blocks[0].attn(x) for m in models])  # [G B, 1, d]
+        logits = ((u + memory(u)) @ W_U)[:, -1]
+        torch.nn.functional.cross_entropy(logits, answers.repeat(members),
+                                          reduction="sum").div(len(answers)).backward()
+        sopt.step()
+
+    out = []
+    for step in (loop_step, stacked_step):
+        for _ in range(3):  # warm-up
+            step()
+        start = time.perf_counter()
+        for _ in range(steps):
+            step()
+        out.append((time.perf_counter() - start) / steps)
+    return out[0], out[1]
 
 
 if __name__ == "__main__":
