@@ -29,6 +29,7 @@ REGISTRY: dict[str, str] = {
     "ic-recall-samples": "factlab.experiments.ic_recall_samples:IC_RECALL_SAMPLES",
     "ic-recall-pretrained": "factlab.experiments.ic_recall:IC_RECALL_PRETRAINED",
     "ic-recall-shared-pool": "factlab.experiments.ic_recall_ablations:IC_RECALL_SHARED_POOL",
+    "ic-recall-m2": "factlab.experiments.ic_recall_ablations:IC_RECALL_M2",
     "induction-head": "factlab.experiments.induction:INDUCTION_HEAD",
     "induction-depth": "factlab.experiments.induction:INDUCTION_DEPTH",
     "induction-standard": "factlab.experiments.standard:INDUCTION_STANDARD",

@@ -1,5 +1,9 @@
 """IC-recall controls registered as experiments (arXiv 2605.27774, our reconstruction).
 
+* ``ic-recall-m2``: ``ic-recall`` with the random-feature memory M2 (W_1 rows uniform on the
+  sphere, W_2 fitted) in place of the constructed M1; the same claim and rule as
+  ``ic-recall`` (`factlab.experiments.ic_recall`), testing that the pattern and the accuracy
+  are not an artefact of M1's hand-built units.
 * ``ic-recall-shared-pool``: every a*(s, r) drawn from one pool of all R*D answers, so a
   context answer no longer reveals the relation; a one-layer model reading a weighted bag of
   tokens would need (subject, answer) conjunctions to infer r. Expected to FAIL the pattern
@@ -26,6 +30,7 @@ from factlab.experiments.ic_recall import (
     ICRecallConfig,
     measure_pattern,
     pool_seeds,
+    run_pattern,
 )
 from factlab.probes.ic_recall import wilson_interval
 from factlab.report.ic_recall import pattern_figures
@@ -79,4 +84,15 @@ IC_RECALL_SHARED_POOL = Experiment(
              "paper": {**IC_RECALL.presets["paper"], "task.answer_sets": "shared"}},
 )
 
-__all__ = ["IC_RECALL_SHARED_POOL", "below_target_verdict", "shared_pool_summary"]
+IC_RECALL_M2 = Experiment(
+    name="ic-recall-m2",
+    claim=IC_RECALL.claim.replace("frozen constructed memory", "frozen random-feature memory"),
+    config=ICRecallConfig,
+    run=run_pattern,
+    figures=functools.partial(pattern_figures, rule=IC_RECALL_RULE),
+    presets={"quick": {**IC_RECALL.presets["quick"], "memory.kind": "random_features"},
+             "paper": {**IC_RECALL.presets["paper"], "memory.kind": "random_features"}},
+)
+
+__all__ = ["IC_RECALL_M2", "IC_RECALL_SHARED_POOL", "below_target_verdict",
+           "shared_pool_summary"]
