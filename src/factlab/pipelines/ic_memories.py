@@ -73,7 +73,8 @@ class PretrainConfig:
     lr: float = 1e-3
     # tried in order instead of `lr`, stopping at the first that reaches target_acc (else the
     # best is kept): which lr escapes the relation plateau depends on the size (at S = 512,
-    # d = 256 only 1e-3 does; at S = 128, d = 64 1e-2 is faster; docs/ic_recall.md)
+    # d = 256, of 1e-3, 3e-3 and 1e-2 only 1e-3 does; at S = 128, d = 64 1e-2 is faster;
+    # docs/ic_recall.md)
     lr_grid: tuple[float, ...] = ()
     batch_size: int = 1024
     eval_every: int = 128
