@@ -23,6 +23,7 @@ from factlab.probes.hijack import (
     prev_token_at_outputs,
     prev_token_profile,
     query_alpha,
+    query_gaps,
 )
 from factlab.tasks.bigram_stats import load_stats
 from factlab.tasks.trigger_bigram import make_prompts
@@ -220,6 +221,10 @@ def test_closed_form_on_construction():
     cell = prompt_cells(PromptGrid(n_prompts=50))[0]
     rows, summary = score_cells(TrainedModel(model, stats, None), [cell], 64, 0)
     assert rows[0]["alpha_gap"] > 1.0 and summary["families"]["P1"]["alpha_gap"] > 1.0
+    # the built head has one gap for every query: per-query c predicts what the mean c does
+    gaps = query_gaps(model)
+    assert float(gaps.mean()) == pytest.approx(p["c"]) and float(gaps.min()) == p["c_min"]
+    assert rows[0]["agreement_cq"] == pytest.approx(rows[0]["agreement"], abs=0.05)
 
 
 def test_standard_transformer_shapes_and_rope():

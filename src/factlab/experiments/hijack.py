@@ -176,6 +176,8 @@ def prompts_seed_verdict(rec: dict[str, Any]) -> Verdict:
         parts.append(f"{scheme} (λ {r['lambda']:.2f}, c {r['c']:.2f}{assumed}, prev-token "
                      f"{r['prev_token_in']:.2f}, acc_end {r['acc_end']:.2f}): "
                      + ", ".join(f"{f} {v['agreement']:.2f}/{v['constant']:.2f}"
+                                 + (f" (per-query c {v['agreement_cq']:.2f})"
+                                    if "agreement_cq" in v else "")
                                  for f, v in fams.items()))
         if r["acc_end"] < LEARNED_MIN or r["prev_token_in"] < SHARP:
             continue

@@ -14,7 +14,13 @@ from typing import Any
 import torch
 
 from factlab.config import require
-from factlab.probes.hijack import candidates, closed_form_choice, closed_form_params, query_alpha
+from factlab.probes.hijack import (
+    candidates,
+    closed_form_choice,
+    closed_form_params,
+    query_alpha,
+    query_gaps,
+)
 from factlab.probes.induction import forward_with_patterns, path_logits, prev_token_acc
 from factlab.runtime import derive_seed, make_generator
 from factlab.tasks.trigger_bigram import make_prompts, peaked_queries
@@ -97,6 +103,9 @@ def score_cell(trained: TrainedModel, params: dict[str, float], batch, L: int,
     alpha = query_alpha(model, batch.q, L)
     pick = closed_form_choice(params, alpha, batch, L)
     pred_tok = cand.gather(1, pick[:, None])[:, 0]
+    # the same formula with each query's own c (reported beside, not judged)
+    pick_q = closed_form_choice(params, alpha, batch, L, query_gaps(model))
+    pred_q = cand.gather(1, pick_q[:, None])[:, 0]
     argmax = paths["logits"].argmax(-1)
     o, js = batch.o.to(device), batch.jstar.to(device)
     rows = torch.arange(len(o), device=device)
@@ -105,7 +114,7 @@ def score_cell(trained: TrainedModel, params: dict[str, float], batch, L: int,
         return float((a == b).float().mean())
 
     out: dict[str, Any] = {
-        "agreement": rate(model_tok, pred_tok),
+        "agreement": rate(model_tok, pred_tok), "agreement_cq": rate(model_tok, pred_q),
         "constant": max(rate(model_tok, cand[:, c]) for c in range(cand.shape[1])),
         "picks_o": rate(model_tok, o), "picks_jstar": rate(model_tok, js),
         "predicted_in_context": rate(pred_tok, o), "predicted_jstar": rate(pred_tok, js),
@@ -149,7 +158,7 @@ def score_cells(trained: TrainedModel, cells: list[tuple[str, str, dict[str, Any
         sel = [r for r in rows if r["family"] == fam and r["in_scope"]]
         if sel:
             families[fam] = {k: sum(r[k] for r in sel) / len(sel)
-                             for k in ("agreement", "constant", "alpha_gap")}
+                             for k in ("agreement", "constant", "alpha_gap", "agreement_cq")}
     p1 = [r for r in rows if r["family"] == "P1"]
 
     def threshold(key: str) -> float:

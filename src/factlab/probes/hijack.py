@@ -37,20 +37,30 @@ def closed_form_params(model: TwoLayerModel) -> dict[str, float]:
     """λ and c of the idealised logit, from the weights of a two-layer model."""
     E, W_U = model.W_E, model.W_U
     N = E.shape[0]
-    a1, a2 = model.blocks[0].attn, model.blocks[1].attn
+    a2 = model.blocks[1].attn
     off = ~torch.eye(N, dtype=torch.bool, device=E.device)
     L = _g(model, E @ a2.W_V.T @ a2.W_O.T) @ W_U  # [k attended, j logit]
     diag = L.diagonal()
     other = (L * off).sum(0) / (N - 1)  # column mean over attended k != j
     lam = float((diag - other).mean())
-    w1 = E @ a1.W_V.T @ a1.W_O.T
-    S = (E @ a2.W_K @ w1.T) * a2.scale  # [q, k']
-    gap = S.diagonal() - (S * off).sum(1) / (N - 1)
+    gap = query_gaps(model)
     # the formula's other assumption: near-orthogonal embeddings (random d-vectors: ~ sqrt(2/πd))
     En = E / E.norm(dim=1, keepdim=True).clamp_min(1e-12)
     cos = (En @ En.T).abs()[off]
     return {"lambda": lam, "c": float(gap.mean()), "c_min": float(gap.min()),
             "embed_cos": float(cos.mean()), "embed_cos_null": math.sqrt(2 / (math.pi * E.shape[1]))}
+
+
+@torch.no_grad()
+def query_gaps(model: TwoLayerModel) -> torch.Tensor:
+    """c per query token [N]: S[q, q] − mean_{k≠q} S[q, k] (c is their mean)."""
+    E = model.W_E
+    N = E.shape[0]
+    a1, a2 = model.blocks[0].attn, model.blocks[1].attn
+    off = ~torch.eye(N, dtype=torch.bool, device=E.device)
+    w1 = E @ a1.W_V.T @ a1.W_O.T
+    S = (E @ a2.W_K @ w1.T) * a2.scale  # [q, k']
+    return S.diagonal() - (S * off).sum(1) / (N - 1)
 
 
 @torch.no_grad()
@@ -74,12 +84,15 @@ def candidates(batch: PromptBatch) -> tuple[torch.Tensor, torch.Tensor]:
 
 @torch.no_grad()
 def closed_form_choice(params: dict[str, float], alpha: torch.Tensor, batch: PromptBatch,
-                       L: int) -> torch.Tensor:
-    """Index [n] into `candidates(batch)` of the closed form's winner."""
+                       L: int, c_q: torch.Tensor | None = None) -> torch.Tensor:
+    """Index [n] into `candidates(batch)` of the closed form's winner; with `c_q` (from
+    `query_gaps`) each prompt uses its own query's c instead of the mean."""
     cand, n_j = candidates(batch)
     cand, n_j = cand.to(alpha.device), n_j.to(alpha.device).float()
     m = batch.n_o + batch.n_o2
-    ec = math.exp(min(params["c"], 50.0))
+    ec: float | torch.Tensor = math.exp(min(params["c"], 50.0))
+    if c_q is not None:
+        ec = c_q[batch.q.to(c_q.device)].clamp(max=50.0).exp()[:, None]
     # r_j = 0: the filler avoids every candidate
     xi = params["lambda"] * ec * n_j / (m * ec + L - m) + alpha.gather(1, cand)
     return xi.argmax(-1)
