@@ -24,6 +24,7 @@ import time
 
 os.environ.setdefault("FACTLAB_PROGRESS", "0")
 
+import _common
 import torch
 
 from factlab.models.ic_model import ICModelConfig, ICRecallModel
@@ -44,7 +45,8 @@ def main() -> None:
     ap.add_argument("--single", type=int, default=512,
                     help="prompts evaluated one at a time (the rest is extrapolated)")
     ap.add_argument("--members", type=int, default=3, help="G of the training-step timing")
-    ap.add_argument("--steps", type=int, default=30, help="timed training steps")
+    ap.add_argument("--steps", type=int, default=30,
+                    help="timed training steps (5 repeats, the median kept)")
     ap.add_argument("--device", default="cpu")
     args = ap.parse_args()
     dev = torch.device(args.device)
@@ -113,15 +115,9 @@ def time_members(setup, splits, d: int, members: int, steps: int, dev: torch.dev
                                           reduction="sum").div(len(answers)).backward()
         sopt.step()
 
-    out = []
-    for step in (loop_step, stacked_step):
-        for _ in range(3):  # warm-up
-            step()
-        start = time.perf_counter()
-        for _ in range(steps):
-            step()
-        out.append((time.perf_counter() - start) / steps)
-    return out[0], out[1]
+    reps = max(1, steps // 5)
+    return (_common.timeit(loop_step, str(dev), reps=5, inner=reps),
+            _common.timeit(stacked_step, str(dev), reps=5, inner=reps))
 
 
 if __name__ == "__main__":

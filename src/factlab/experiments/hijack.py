@@ -106,12 +106,12 @@ def length_seed_verdict(rec: dict[str, Any], hi: int) -> Verdict:
     """The hijack-length rule on one record (a seed or the seed mean); `hi` the longest factor."""
     parts, sharp, wrong = [], {"ape": 0, "rpe": 0}, []
     for scheme, r in rec.items():
-        inside, late = r[f"x{hi}"]["prev_token_in"], r[f"x{hi}"]["prev_token_late"]  # paired
+        longest = r[f"x{hi}"]  # inside and past read on the same sequences
+        inside, late = longest["prev_token_in"], longest["prev_token_late"]
         kind = "ape" if scheme in ABSOLUTE else "rpe"
         parts.append(f"{scheme}: prev-token in {inside:.2f} (whole T_train "
-                     f"{r[f'x{hi}'].get('prev_token_in_all', inside):.2f}) / past T {late:.2f}, "
-                     "acc_end "
-                     + "/".join(f"{v['acc_end']:.2f}" for v in r.values()))
+                     f"{longest.get('prev_token_in_all', inside):.2f}) / past T {late:.2f}, "
+                     "acc_end " + "/".join(f"{v['acc_end']:.2f}" for v in r.values()))
         if inside < SHARP:
             continue
         sharp[kind] += 1

@@ -90,9 +90,10 @@ def prompt_cells(g: PromptGrid) -> list[tuple[str, str, dict[str, Any]]]:
 
 
 @torch.no_grad()
-def score_cell(trained: TrainedModel, params: dict[str, float], batch, L: int,
-               T_train: int) -> dict[str, Any]:
-    """One cell: choices of the model and of the closed form among the candidates."""
+def score_cell(trained: TrainedModel, params: dict[str, float], c_q: torch.Tensor, batch,
+               L: int, T_train: int) -> dict[str, Any]:
+    """One cell: choices of the model and of the closed form among the candidates (with the
+    mean c, and with each query's own c from `c_q` = `query_gaps`)."""
     model = trained.model
     device = model.W_E.device
     tokens = batch.tokens.to(device)
@@ -104,7 +105,7 @@ def score_cell(trained: TrainedModel, params: dict[str, float], batch, L: int,
     pick = closed_form_choice(params, alpha, batch, L)
     pred_tok = cand.gather(1, pick[:, None])[:, 0]
     # the same formula with each query's own c (reported beside, not judged)
-    pick_q = closed_form_choice(params, alpha, batch, L, query_gaps(model))
+    pick_q = closed_form_choice(params, alpha, batch, L, c_q)
     pred_q = cand.gather(1, pick_q[:, None])[:, 0]
     argmax = paths["logits"].argmax(-1)
     o, js = batch.o.to(device), batch.jstar.to(device)
@@ -141,6 +142,7 @@ def score_cells(trained: TrainedModel, cells: list[tuple[str, str, dict[str, Any
     mean |cos| against its random-vector null, and per-family agreement)."""
     stats = trained.stats
     params = closed_form_params(trained.model)
+    c_q = query_gaps(trained.model)  # weights only: once for every cell
     rows = []
     for family, label, kw in cells:
         kw = dict(kw)
@@ -150,7 +152,7 @@ def score_cells(trained: TrainedModel, cells: list[tuple[str, str, dict[str, Any
         w = stats.unigram[queries].float() if weights == "unigram" else None
         gen = make_generator(derive_seed(seed, "prompts", family, label))
         batch = make_prompts(stats, n, queries=queries, query_weights=w, gen=gen, **kw)
-        row = score_cell(trained, params, batch, kw["L"], T_train)
+        row = score_cell(trained, params, c_q, batch, kw["L"], T_train)
         row.update(family=family, cell=label, length=kw["L"], in_scope=kw["L"] <= T_train)
         rows.append(row)
     families: dict[str, dict[str, float]] = {}
