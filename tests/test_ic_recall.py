@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from factlab.analysis.fits import growth_fit
-from factlab.analysis.search import bracket_min_steps, drive
+from factlab.analysis.search import drive, geometric_grid, grid_min_steps
 from factlab.config import ConfigError, apply_overrides
 from factlab.experiments import get_experiment
 from factlab.experiments.base import RunContext
@@ -263,16 +263,21 @@ def test_patience_stops_a_plateau_and_flags_a_starved_run():
     assert res.stop_reason == "steps" and res.still_improving
 
 
-def test_bracket_search_each_size_alone():
+def test_grid_search_each_size_alone():
     def outcome(threshold: int, undecided: tuple[int, ...] = ()):
         return lambda n: "inconclusive" if n in undecided else (
             "success" if n >= threshold else "fail")
 
-    found = drive(bracket_min_steps(4, 1024, 1.1), outcome(37))
-    assert found["status"] == "found" and 37 <= found["n_min"] <= 41
-    assert drive(bracket_min_steps(4, 64, 1.25), outcome(100))["status"] == "above_bracket"
-    assert drive(bracket_min_steps(4, 64, 1.25), outcome(2))["status"] == "below_bracket"
-    res = drive(bracket_min_steps(4, 1024, 1.5), outcome(37, undecided=(64,)))
+    grid = geometric_grid(4, 1024, 1.1)
+    for guess in (None, 4, 37, 300, 1024):  # the answer is the same grid point from any start
+        found = drive(grid_min_steps(4, 1024, 1.1, guess), outcome(37))
+        assert found["status"] == "found" and found["n_min"] == min(n for n in grid if n >= 37)
+        assert found["lo_fail"] == max(n for n in grid if n < 37)
+    near = drive(grid_min_steps(4, 1024, 1.1, 40), outcome(37))["n_probes"]
+    assert near < drive(grid_min_steps(4, 1024, 1.1, 1024), outcome(37))["n_probes"]
+    assert drive(grid_min_steps(4, 64, 1.25), outcome(100))["status"] == "above_bracket"
+    assert drive(grid_min_steps(4, 64, 1.25), outcome(2))["status"] == "below_bracket"
+    res = drive(grid_min_steps(4, 1024, 2.0, 16), outcome(37, undecided=(32,)))
     assert res["status"] == "inconclusive"
     sr = 2.0 ** torch.arange(7, 16).numpy()
     assert growth_fit(sr, 3 * sr)["slope"] == pytest.approx(1.0)

@@ -39,6 +39,7 @@ ZERO_MEANS_NONE: dict[str, int] = {"n_noise": -1, "d_mlp": 0, "n_finetune": 0, "
                                    "fewshot_k": 0, "widths": 0, "max_rows": 0}
 # names that count optimizer steps or cadences, not tensor sizes (left out of the memory estimate)
 _NOT_A_DIMENSION = ("step", "every", "seed", "worker", "limit", "chunk", "prompts", "n_test",
+                    "n_lo", "n_hi",  # search bounds on a prompt count
                     "max_new_tokens", "rank", "offset", "_k")
 
 

@@ -1,5 +1,6 @@
-"""Searches over a size: the geometric bisection of the capacity runs, and the per-size bracket
-of the IC-recall sample-complexity runs (three-state probes, no monotonicity across sizes)."""
+"""Searches over a size: the geometric bisection of the capacity runs, and the per-size grid
+search of the IC-recall sample-complexity runs (three-state probes, no monotonicity across
+sizes)."""
 
 from __future__ import annotations
 
@@ -37,46 +38,82 @@ def bisect_largest(lo: int, hi: int, succeeds: Callable[[int], bool], tolerance:
         return done.value
 
 
-def bracket_min_steps(lo: int, hi: int, ratio: float
-                      ) -> Generator[int, str, dict[str, int | str | None]]:
-    """The smallest n in [lo, hi] whose probe succeeds, as a coroutine over three-state probes.
+def geometric_grid(lo: int, hi: int, ratio: float) -> list[int]:
+    """The integers lo * ratio^j (rounded, distinct) up to hi, hi itself the last point."""
+    grid, j = [], 0
+    while (n := round(lo * ratio ** j)) < hi:
+        if not grid or n > grid[-1]:
+            grid.append(n)
+        j += 1
+    return grid + [hi]
 
-    Yields each n to probe and receives its outcome: "success", "fail" or "inconclusive" (a
-    probe that could not decide, e.g. a budget hit while still improving). Each call brackets
-    one size on its own: it assumes monotonicity in n inside the bracket only, never across
-    sizes. Probes hi first (a failure there puts the target above the bracket), then lo (a
-    success there puts it at or below lo), then bisects geometrically until hi / lo <= ratio.
-    Returns {"status", "n_min", "lo_fail", "hi_ok", "n_probes"} with status one of "found",
-    "above_bracket", "below_bracket" or "inconclusive" (an undecided probe on the path; n_min
-    is then the smallest success seen, an upper bound).
+
+def grid_min_steps(lo: int, hi: int, ratio: float, guess: int | None = None,
+                   stride_factor: float = 4.0
+                   ) -> Generator[int, str, dict[str, int | str | None]]:
+    """The smallest n of `geometric_grid(lo, hi, ratio)` whose probe succeeds, as a coroutine
+    over three-state probes ("success", "fail", "inconclusive": e.g. a budget hit while still
+    improving).
+
+    Each call searches one size on its own: it assumes monotonicity in n inside [lo, hi] only,
+    never across sizes. It starts at the grid point nearest `guess` (default: the middle),
+    gallops by `stride_factor` (doubling the stride) down after a success or up after a
+    failure until the target is bracketed, then bisects the grid indices. Because the answer
+    is a grid point, the guess changes how many probes the search takes, never what it returns
+    (under that monotonicity); a good guess spares the costly probes near hi. An undecided
+    probe counts as not-yet-success and marks the result. Returns {"status", "n_min",
+    "lo_fail", "hi_ok", "n_probes"}, status one of "found", "above_bracket" (hi did not
+    succeed), "below_bracket" (lo succeeded) or "inconclusive" (an undecided probe on the path;
+    n_min is then the smallest success seen, an upper bound).
     """
-    probes = 0
+    grid = geometric_grid(lo, hi, ratio)
+    last = len(grid) - 1
+    start = last // 2 if guess is None else min(
+        range(len(grid)), key=lambda i: abs(math.log(grid[i] / max(guess, 1))))
+    stride = max(1, round(math.log(stride_factor) / math.log(ratio)))
+    fail, ok = -1, len(grid)  # largest index known not to succeed, smallest known to succeed
+    probes, undecided = 0, False
 
-    def result(status: str, n_min: int | None, lo_fail: int | None, hi_ok: int | None
-               ) -> dict[str, int | str | None]:
-        return {"status": status, "n_min": n_min, "lo_fail": lo_fail, "hi_ok": hi_ok,
-                "n_probes": probes}
-
-    outcome = yield hi
-    probes += 1
-    if outcome != "success":
-        return result("above_bracket" if outcome == "fail" else "inconclusive", None, None, None)
-    outcome = yield lo
-    probes += 1
-    if outcome == "success":
-        return result("below_bracket", lo, None, lo)
-    undecided = outcome == "inconclusive"
-    lo_fail, hi_ok = lo, hi
-    while hi_ok / lo_fail > ratio and hi_ok - lo_fail > 1:
-        mid = min(hi_ok - 1, max(lo_fail + 1, round(math.sqrt(lo_fail * hi_ok))))
-        outcome = yield mid
+    def probe(i: int) -> Generator[int, str, None]:
+        nonlocal fail, ok, probes, undecided
+        outcome = yield grid[i]
         probes += 1
         if outcome == "success":
-            hi_ok = mid
-        else:  # an undecided probe counts as not-yet-success, and marks the result
-            undecided = undecided or outcome == "inconclusive"
-            lo_fail = mid
-    return result("inconclusive" if undecided else "found", hi_ok, lo_fail, hi_ok)
+            ok = i
+        else:
+            fail, undecided = i, undecided or outcome == "inconclusive"
+
+    yield from probe(start)
+    step = stride
+    while ok == len(grid) and fail < last:  # gallop up until something succeeds
+        yield from probe(min(last, fail + step))
+        step *= 2
+    step = stride
+    while fail == -1 and ok > 0:  # gallop down until something fails
+        yield from probe(max(0, ok - step))
+        step *= 2
+    while ok - fail > 1 and ok < len(grid) and fail >= 0:
+        yield from probe((fail + ok) // 2)
+    n_min = grid[ok] if ok < len(grid) else None
+    lo_fail = grid[fail] if fail >= 0 else None
+    if undecided:
+        status = "inconclusive"
+    elif ok == len(grid):
+        status = "above_bracket"
+    elif fail == -1:
+        status = "below_bracket"
+    else:
+        status = "found"
+    return {"status": status, "n_min": n_min, "lo_fail": lo_fail, "hi_ok": n_min,
+            "n_probes": probes}
+
+
+def typical_probes(lo: int, hi: int, ratio: float, stride_factor: float = 4.0) -> int:
+    """Probes of a `grid_min_steps` search whose guess is within one stride of the target:
+    the guess, one galloping step, then the bisection of that stride."""
+    stride = max(1, round(math.log(stride_factor) / math.log(ratio)))
+    points = len(geometric_grid(lo, hi, ratio))
+    return min(points, 2 + math.ceil(math.log2(stride)))
 
 
 def drive(steps: Generator[int, str, dict], probe: Callable[[int], str]) -> dict:

@@ -118,6 +118,8 @@ class FineTuneResult:
     stop_reason: str
     still_improving: bool
     lr: float
+    model: ICRecallModel | None = None  # at its best-validation checkpoint
+    state: list[torch.Tensor] | None = None  # that checkpoint (the control's shared table too)
 
 
 def _evaluate(model: ICRecallModel, batch: dict[str, torch.Tensor], setup: Setup, chunk: int
@@ -136,9 +138,10 @@ def fine_tune(setup: Setup, model_cfg: ICModelConfig, tcfg: TrainConfig, proto: 
               splits: Splits, lr: float, seed: int, device: torch.device,
               on_eval: Callable[[int, dict, ICRecallModel], None] | None = None,
               learn_values: bool = False, track_null: bool = False,
-              show_progress: bool = False) -> FineTuneResult:
+              show_progress: bool = False, test: bool = True) -> FineTuneResult:
     """Fine-tune on `splits.train`; stop on validation; test once at the best checkpoint.
 
+    `test=False` skips the test (left to the caller, e.g. after an lr is chosen: `retest`).
     `track_null` also measures, at every evaluation, the null model (W_QK projected on c I).
     Test metrics: acc_all (every triplet, held-out ones included), acc_seen (fine-tuning
     subjects), acc_heldout with its hit/trial counts, role masses of the model and of its null.
@@ -188,14 +191,27 @@ def fine_tune(setup: Setup, model_cfg: ICModelConfig, tcfg: TrainConfig, proto: 
     with torch.no_grad():
         for p, saved in zip(model.trainable(), best["state"]):
             p.copy_(saved)
-    return FineTuneResult(test_metrics(model, setup, splits, proto), best["metrics"], history,
-                          result.steps, result.stop_reason, result.still_improving, lr)
+    return FineTuneResult(test_metrics(model, setup, splits, proto) if test else {},
+                          best["metrics"], history, result.steps, result.stop_reason,
+                          result.still_improving, lr, model, best["state"])
+
+
+def retest(res: FineTuneResult, setup: Setup, splits: Splits, proto: Protocol,
+           null: bool = True) -> FineTuneResult:
+    """Restore `res`'s best checkpoint into its model (the control's value table is shared by
+    every run of a grid, so a later run overwrote it) and fill in its test numbers."""
+    assert res.model is not None and res.state is not None
+    with torch.no_grad():
+        for p, saved in zip(res.model.trainable(), res.state):
+            p.copy_(saved)
+    res.test = test_metrics(res.model, setup, splits, proto, null)
+    return res
 
 
 @torch.no_grad()
-def test_metrics(model: ICRecallModel, setup: Setup, splits: Splits, proto: Protocol
-                 ) -> dict[str, Any]:
-    """The test numbers (see `fine_tune`), the null's pattern on the same prompts included."""
+def test_metrics(model: ICRecallModel, setup: Setup, splits: Splits, proto: Protocol,
+                 null: bool = True) -> dict[str, Any]:
+    """The test numbers (see `fine_tune`), with `null` the null's pattern on the same prompts."""
     seen, lg_seen, _ = _evaluate(model, splits.test_seen, setup, proto.eval_chunk)
     hits_seen = int((lg_seen.argmax(-1) == splits.test_seen["answer"]).sum())
     out: dict[str, Any] = {f"seen_{k}": v for k, v in seen.items()}
@@ -213,19 +229,21 @@ def test_metrics(model: ICRecallModel, setup: Setup, splits: Splits, proto: Prot
     out["acc_all"] = hits / trials
     for k in ("alpha_q", "A_S", "A_A", "A_other", "asym", "spread"):
         out[k] = seen[k]
+    if not null:
+        return out
     with swapped_qk(model, isotropic_qk(model.blocks[0].attn.W_QK.detach())):
-        null, _, _ = _evaluate(model, splits.test_seen, setup, proto.eval_chunk)
-    out.update({f"null_{k}": null[k] for k in ("acc", "alpha_q", "A_S", "A_A", "asym",
+        base, _, _ = _evaluate(model, splits.test_seen, setup, proto.eval_chunk)
+    out.update({f"null_{k}": base[k] for k in ("acc", "alpha_q", "A_S", "A_A", "asym",
                                                "spread")})
     return out
 
 
 def probe_n(setup: Setup, model_cfg: ICModelConfig, tcfg: TrainConfig, proto: Protocol,
             n_prompts: int, lr_grid: tuple[float, ...], seed: int, device: torch.device,
-            target: float, metric: str = "acc_seen", learn_values: bool = False,
-            on_run: Callable[[FineTuneResult], None] | None = None
+            target: float, metric: str = "acc_seen", learn_values: bool = False
             ) -> tuple[str, FineTuneResult]:
-    """One N_min probe: every lr of the grid at N, the lr with the best validation loss kept.
+    """One N_min probe: every lr of the grid at N, the lr with the best validation record kept
+    and only that run tested (without the null pattern, which the sweep does not read).
 
     Outcome: "success" if its test `metric` >= target; "inconclusive" if not and it ended on
     its budget while still improving on validation; "fail" otherwise (converged below target).
@@ -234,11 +252,12 @@ def probe_n(setup: Setup, model_cfg: ICModelConfig, tcfg: TrainConfig, proto: Pr
     runs = []
     for lr in lr_grid:
         res = fine_tune(setup, model_cfg, tcfg, proto, splits, lr, seed, device,
-                        learn_values=learn_values)
-        if on_run is not None:
-            on_run(res)
+                        learn_values=learn_values, test=False)
         runs.append(res)
-    best = min(runs, key=lambda r: validation_rank(r.best_val, proto.monitor))
+    best = retest(min(runs, key=lambda r: validation_rank(r.best_val, proto.monitor)), setup,
+                  splits, proto, null=False)
+    for r in runs:  # free the grid's models
+        r.model = r.state = None
     if best.test[metric] >= target:
         return "success", best
     return ("inconclusive" if best.still_improving else "fail"), best

@@ -1,6 +1,9 @@
-"""The N_min sweep of IC-recall: per arm, size and seed, bracket the smallest N that reaches the
-target, every size on its own (`analysis.search.bracket_min_steps`), each probe the lr grid
-chosen on validation (`pipelines.ic_finetune.probe_n`).
+"""The N_min sweep of IC-recall: per arm, size and seed, the smallest N on a geometric grid that
+reaches the target, every size searched on its own (`analysis.search.grid_min_steps`), each
+probe the lr grid chosen on validation (`pipelines.ic_finetune.probe_n`). Each search starts
+at a guess: the previous seed's N_min at this size, else this seed's at the previous size.
+The guess only saves probes (the answer is a grid point, the same from any start), so sizes
+stay independent.
 
 Resumable: every finished probe is appended to `probes.jsonl` in the run directory (which
 `RunStore.start` does not truncate) and read back on a rerun of the same config, so an
@@ -12,7 +15,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -20,7 +22,7 @@ from typing import Any
 
 import torch
 
-from factlab.analysis.search import bracket_min_steps, drive
+from factlab.analysis.search import drive, grid_min_steps, typical_probes
 from factlab.models.ic_model import ICModelConfig
 from factlab.pipelines.ic_finetune import FineTuneResult, Protocol, probe_n
 from factlab.pipelines.ic_memories import Setup
@@ -65,11 +67,6 @@ class ProbeCache:
             fh.write(json.dumps(rec, sort_keys=True) + "\n")
 
 
-def probes_estimate(n_lo: int, n_hi: int, ratio: float) -> int:
-    """Worst-case probes of one bracket: its two ends plus the geometric bisection."""
-    return 2 + max(0, math.ceil(math.log(math.log(n_hi / n_lo) / math.log(ratio), 2)))
-
-
 class _Bar:
     """A tqdm bar when progress is on (tqdm shows the ETA), else nothing."""
 
@@ -92,38 +89,54 @@ class _Bar:
 
 def run_sweep(arms: list[Arm], seeds: tuple[int, ...], proto: Protocol, ratio: float,
               target: float, device: torch.device, cache: ProbeCache,
-              log: Callable[[str, dict[str, Any]], None], show_progress: bool | None = None
-              ) -> list[dict[str, Any]]:
-    """One `n_min` row per (arm, S, seed); every probe is logged as split "probe"."""
-    total = sum(len(a.sizes) * len(seeds) * probes_estimate(a.n_lo, a.n_hi, ratio) for a in arms)
+              log: Callable[[str, dict[str, Any]], None], show_progress: bool | None = None,
+              lr_choice: str = "every_probe") -> list[dict[str, Any]]:
+    """One `n_min` row per (arm, S, seed); every probe is logged as split "probe".
+
+    `lr_choice="first_probe"` trains the arm's lr grid at the first probe of each search only
+    and keeps the lr chosen there (on validation) for that search's later probes, which lie
+    within a few grid strides of it: a grid of G lrs then costs G times less.
+    """
+    total = sum(len(a.sizes) * len(seeds) * typical_probes(a.n_lo, a.n_hi, ratio) for a in arms)
     bar = _Bar(total, show_progress)
     rows = []
     for arm in arms:
+        previous: int | None = None  # this arm's N_min at the previous size (seed 0's)
         for S in arm.sizes:
             setup = arm.make_setup(S)
             triplets = S * setup.kb.n_relations
             for seed in seeds:
+                chosen: list[float] = []  # the lr of this search's first probe
+
                 def probe(n: int, arm: Arm = arm, S: int = S, seed: int = seed,
-                          setup: Setup = setup, triplets: int = triplets) -> str:
+                          setup: Setup = setup, triplets: int = triplets,
+                          chosen: list[float] = chosen) -> str:
                     key = f"{arm.name}|S={S}|seed={seed}|n={n}"
+                    grid = tuple(chosen) if chosen else arm.lr_grid
                     if key not in cache.done:
                         start = time.perf_counter()
-                        outcome, res = probe_n(setup, arm.model, arm.train, proto, n,
-                                               arm.lr_grid, seed, device, target, arm.metric,
+                        outcome, res = probe_n(setup, arm.model, arm.train, proto, n, grid,
+                                               seed, device, target, arm.metric,
                                                arm.learn_values)
                         cache.add(_probe_record(key, arm.name, S, triplets, seed, n, outcome,
                                                 res, arm.metric, time.perf_counter() - start))
                     rec = cache.done[key]
+                    if lr_choice == "first_probe" and not chosen:
+                        chosen.append(rec["lr"])
                     log("probe", rec)
                     bar.step(f"{arm.name} S={S} seed={seed} N={n}: {rec['outcome']}")
                     return rec["outcome"]
 
-                found = drive(bracket_min_steps(arm.n_lo, arm.n_hi, ratio), probe)
+                guess = next((r["n_min"] for r in reversed(rows) if r["arm"] == arm.name
+                              and r["S"] == S and r["n_min"]), previous)
+                found = drive(grid_min_steps(arm.n_lo, arm.n_hi, ratio, guess), probe)
                 row = {"arm": arm.name, "S": S, "triplets": triplets, "seed": seed,
                        "d": arm.model.d_model, "n_lo": arm.n_lo, "n_hi": arm.n_hi,
                        "oracle_acc": setup.info.get("oracle_acc"), **found}
                 log("n_min", row)
                 rows.append(row)
+            previous = next((r["n_min"] for r in rows if r["arm"] == arm.name and r["S"] == S
+                             and r["n_min"]), previous)
     bar.close()
     return rows
 
