@@ -403,7 +403,8 @@ def test_validation_rank_reads_the_monitored_metric():
 
 def test_presets_build():
     for name in ("ic-recall", "ic-recall-samples", "ic-recall-pretrained",
-                 "ic-recall-shared-pool", "ic-recall-m2"):
+                 "ic-recall-shared-pool", "ic-recall-m2", "ic-recall-context",
+                 "ic-recall-init"):
         exp = get_experiment(name)
         assert exp.make_config({}).seeds == (0, 1, 2)
         assert exp.make_config({"scale": "paper"}).scale == "paper"

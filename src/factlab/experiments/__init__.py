@@ -30,6 +30,8 @@ REGISTRY: dict[str, str] = {
     "ic-recall-pretrained": "factlab.experiments.ic_recall:IC_RECALL_PRETRAINED",
     "ic-recall-shared-pool": "factlab.experiments.ic_recall_ablations:IC_RECALL_SHARED_POOL",
     "ic-recall-m2": "factlab.experiments.ic_recall_ablations:IC_RECALL_M2",
+    "ic-recall-context": "factlab.experiments.ic_recall_context:IC_RECALL_CONTEXT",
+    "ic-recall-init": "factlab.experiments.ic_recall_init:IC_RECALL_INIT",
     "induction-head": "factlab.experiments.induction:INDUCTION_HEAD",
     "induction-depth": "factlab.experiments.induction:INDUCTION_DEPTH",
     "induction-standard": "factlab.experiments.standard:INDUCTION_STANDARD",

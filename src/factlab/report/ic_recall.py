@@ -3,6 +3,8 @@
 * `pattern_figures`: validation accuracy and the attention statistics over training for every
   seed's chosen lr, with the null model (W_QK projected on c I) beside the learned one; the
   query's attention over 4 prompts at 0/10/50/100% of training.
+* `context_figures`: accuracy over all triplets and on held-out subjects against the context
+  size k, per seed and pooled with its 95% Wilson interval.
 * `samples_figures`: N_min against the number of triplets per arm (seed mean with [min, max]
   band; sizes whose search did not decide are marked), and against ln(SR) on log-log axes.
 """
@@ -188,3 +190,69 @@ def samples_figures(run_dir: Path, rule: SimpleNamespace) -> list[Path]:
         annotate(ax2, note(stored, *(lines or ["n/a"]), width=70), "below")
         fig.subplots_adjust(wspace=0.3)
         return [save_figure(fig, run_dir, "ic_samples")]
+
+
+def context_figures(run_dir: Path) -> list[Path]:
+    """ic_context.png: accuracy vs context size k (ic-recall-context)."""
+    rows = read_split(run_dir, "context")
+    if not rows:
+        return []
+    stored = stored_verdict(run_dir)
+    ks = sorted({r["k"] for r in rows})
+    seeds = sorted({r["seed"] for r in rows})
+
+    def grid(key: str) -> np.ndarray:
+        out = np.full((len(seeds), len(ks)), np.nan)
+        for r in rows:
+            out[seeds.index(r["seed"]), ks.index(r["k"])] = r[key]
+        return out
+
+    with paper_style():
+        fig, ax = subplots(1, 1, figsize=(3.6, 2.6))
+        curves(ax, ks, {"all triplets": grid("acc_all"), "held-out subjects":
+                        grid("acc_heldout")}, logx=True, xlabel="context size $k$",
+               ylabel="accuracy", title=f"{len(seeds)} seeds, M1 calibrated per k")
+        iv = stored.get("interval") or {}
+        pooled = [(k, iv[str(k)]) for k in ks if str(k) in iv]
+        if pooled:  # the pooled 95% Wilson intervals the rule compares
+            x = [k for k, _ in pooled]
+            mid = [(lo + hi) / 2 for _, (lo, hi) in pooled]
+            err = [(hi - lo) / 2 for _, (lo, hi) in pooled]
+            ax.errorbar(x, mid, yerr=err, fmt="none", color="k", capsize=2, lw=0.8,
+                        label="pooled 95% interval")
+        ax.set_xticks(ks, [str(k) for k in ks])
+        ax.legend(fontsize=5)
+        annotate(ax, note(stored, "holds when no larger k is significantly harder and k = "
+                          f"{ks[0]} is significantly below k = {ks[-1]}", width=60), "below")
+        return [save_figure(fig, run_dir, "ic_context")]
+
+
+def init_figures(run_dir: Path) -> list[Path]:
+    """ic_init.png: each pattern statistic per seed, zero against small initialisation, with
+    the null model's value beside (ic-recall-init)."""
+    rows = read_split(run_dir, "init")
+    if not rows:
+        return []
+    stored = stored_verdict(run_dir)
+    stats = ("alpha_q", "asym", "spread")
+    with paper_style():
+        fig, ax = subplots(1, 1, figsize=(3.8, 2.6))
+        for j, (init, marker) in enumerate((("zero", "o"), ("small", "s"))):
+            sel = [r for r in rows if r["init"] == init]
+            for i, key in enumerate(stats):
+                vals = [r[key] for r in sel]
+                ax.plot([i + 0.15 * (2 * j - 1)] * len(vals), vals, marker, color=f"C{j}",
+                        ms=3, label=f"{init} init" if i == 0 else None)
+        nulls = [r for r in rows if r["init"] == "zero"]
+        for i, key in enumerate(stats):
+            if key != "alpha_q":  # the null's alpha_q is stored but not a hypothesis end
+                ax.plot([i], [np.mean([r[f"null_{key}"] for r in nulls])], "kx", ms=4,
+                        label="null" if i == 1 else None)
+        ax.set_xticks(range(len(stats)), [r"$\alpha_q$", "asymmetry", "pair spread"])
+        ax.set(ylabel="statistic (test prompts)", title="zero vs small init of $W_{QK}$")
+        ax.legend(fontsize=5)
+        diff = stored.get("paired_difference") or {}
+        annotate(ax, note(stored, ", ".join(f"{k} {v:+.3f}" for k, v in diff.items()),
+                          f"agree when each paired difference is within "
+                          f"{stored.get('margin', default=0.1)}", width=60), "below")
+        return [save_figure(fig, run_dir, "ic_init")]
