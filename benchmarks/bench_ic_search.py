@@ -12,6 +12,10 @@ One run measures, on one fixture (constructed memory, S subjects, d, D):
    shared frozen memory once on all members' outputs, one Adam step on the summed losses).
    It says whether stacking the members of a probe would pay on this machine; the search
    does not stack them.
+4. one size's whole N_min search for two seeds (`pipelines.ic_sweep.run_sweep`, grid ratio
+   1.3) with the lr grid at every probe against at each search's first probe only
+   (`lr_choice`); the second seed starts from the first one's N_min (the guess), so its probe
+   count shows what the guess saves. Skip it with --no-search.
 
     python benchmarks/bench_ic_search.py [--subjects 256] [--d 128] [--n 1024]
 """
@@ -20,7 +24,9 @@ from __future__ import annotations
 
 import argparse
 import os
+import tempfile
 import time
+from pathlib import Path
 
 os.environ.setdefault("FACTLAB_PROGRESS", "0")
 
@@ -30,6 +36,7 @@ import torch
 from factlab.models.ic_model import ICModelConfig, ICRecallModel
 from factlab.pipelines.ic_finetune import Protocol, make_splits, probe_n
 from factlab.pipelines.ic_memories import MemoryConfig, build_setup
+from factlab.pipelines.ic_sweep import Arm, ProbeCache, run_sweep
 from factlab.probes.metrics import forward_chunks
 from factlab.tasks.ic_recall import ICTaskConfig
 from factlab.train.loop import TrainConfig
@@ -48,6 +55,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=30,
                     help="timed training steps (5 repeats, the median kept)")
     ap.add_argument("--device", default="cpu")
+    ap.add_argument("--no-search", action="store_true", help="skip measurement 4")
     args = ap.parse_args()
     dev = torch.device(args.device)
     task = ICTaskConfig(n_subjects=args.subjects, n_answers=args.answers)
@@ -83,6 +91,31 @@ def main() -> None:
     print(f"training step, {args.members} members, batch {tcfg.batch_size}: one after the "
           f"other {loop_s * 1e3:.1f} ms, stacked {stacked_s * 1e3:.1f} ms; stacked is "
           f"{loop_s / stacked_s:.2f}x faster")
+    if not args.no_search:
+        walls = {}
+        for choice in ("every_probe", "first_probe"):
+            walls[choice], rows = time_search(setup, args.d, dev, choice)
+            print(f"search, lr grid at {choice.replace('_', ' ')}: {walls[choice]:.1f} s; "
+                  + "; ".join(f"seed {r['seed']}: N_min {r['n_min']} ({r['status']}) in "
+                              f"{r['n_probes']} probes" for r in rows))
+        print(f"lr grid at the first probe only is "
+              f"{walls['every_probe'] / walls['first_probe']:.2f}x faster")
+
+
+def time_search(setup, d: int, dev: torch.device, lr_choice: str,
+                lr_grid: tuple[float, ...] = (0.003, 0.01, 0.03)) -> tuple[float, list[dict]]:
+    """Wall seconds and n_min rows of one size's search over seeds 0 and 1 (the quick
+    preset's protocol: probes run to patience on validation accuracy)."""
+    proto = Protocol(min_steps=2000, patience=8, n_val=256, monitor="acc")
+    tcfg = TrainConfig(optimizer="adam", batch_size=256, eval_every=25)
+    arm = Arm("qk", (setup.task.n_subjects,), ICModelConfig(d_model=d), tcfg, lr_grid, 64, 8192,
+              lambda S: setup)
+    with tempfile.TemporaryDirectory() as tmp:
+        cache = ProbeCache(Path(tmp) / "probes.jsonl")
+        start = time.perf_counter()
+        rows = run_sweep([arm], (0, 1), proto, 1.3, 0.99, dev, cache, lambda *a: None, False,
+                         lr_choice)
+        return time.perf_counter() - start, rows
 
 
 def time_members(setup, splits, d: int, members: int, steps: int, dev: torch.device,
