@@ -80,7 +80,8 @@ def _divergent_overrides(name: str) -> list[str]:
 # Only W_QK (and W_OV) train and the output goes through a frozen memory: the loss stays
 # bounded at lr=1e30, so nothing goes non-finite; at 1e38 Adam's first update overflows float32,
 # which the loop reports as divergence (train.loop.optimizer_step).
-DIVERGENT_LR = {"ic-recall": "1e38", "ic-recall-shared-pool": "1e38", "ic-recall-m2": "1e38"}
+DIVERGENT_LR = {name: "1e38" for name in ("ic-recall", "ic-recall-shared-pool", "ic-recall-m2",
+                                           "ic-recall-context", "ic-recall-init")}
 
 
 QUICK_FAMILIES = {"capacity-linear": ["d=8"], "recall-sequential": [], "ic-recall": [],
