@@ -55,7 +55,8 @@ def margin_pattern(k: int) -> tuple[float, float]:
 
 @dataclasses.dataclass
 class ICContextConfig(ICRecallConfig):
-    """`ic-recall` at every context size of `ks`, M1 calibrated per k (module docstring)."""
+    """`ic-recall` at every context size of `ks`, M1 calibrated per k (module docstring):
+    `task.k`, `memory.gamma` and `memory.kbeta` are set by each k, not read."""
 
     ks: tuple[int, ...] = (1, 2, 4, 8, 16)
 
