@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # device=cuda on a tiny run of each experiment family, the fast-path equality on CUDA, and the
-# benchmarks timed on the GPU. Prepared to finish in ~6 minutes on one GPU; every step has its
+# benchmarks timed on the GPU, and a slice of the IC-recall paper preset (its two largest
+# sizes, seed 0) to time its probes there. Prepared to finish in ~9 minutes on one GPU; every step has its
 # own time limit, and a step that fails or times out is reported and the script goes on.
 #
 #   bash benchmarks/gpu_check.sh            (from the repository root; writes to ${OUT:-/tmp})
@@ -35,5 +36,15 @@ run ic-recall
 run extraction
 step bench_train_step 100 python benchmarks/bench_train_step.py --device cuda
 step bench_recall 60 python benchmarks/bench_recall.py --device cuda --quick
+step bench_ic_search 60 python benchmarks/bench_ic_search.py --device cuda --subjects 1024 --d 256 --no-search
+# the paper preset's costliest sizes; a timeout is expected, the finished probes are the timing
+step paper_slice 120 python -m factlab run ic-recall-samples scale=paper arms=qk sizes=4096,8192 d_sweep= \
+  seeds=0 device=cuda --no-progress --out "$OUT_DIR/runs/paper_slice"
+python - "$OUT_DIR/runs/paper_slice/probes.jsonl" >> "$LOG" 2>&1 <<'PY'
+import json, sys
+for line in open(sys.argv[1]):
+    r = json.loads(line)
+    print(f"paper probe {r['key']}: {r['outcome']}, {r['steps']} steps, {r['wall_s']} s")
+PY
 note "logs: $OUT_DIR"
-for f in bench_train_step bench_recall; do echo "== $f" >> "$LOG"; cat "$OUT_DIR/$f.log" >> "$LOG"; done
+for f in bench_train_step bench_recall bench_ic_search; do echo "== $f" >> "$LOG"; cat "$OUT_DIR/$f.log" >> "$LOG"; done
