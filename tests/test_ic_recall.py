@@ -292,6 +292,11 @@ def test_probe_cache_resumes(tmp_path):
         fh.write('{"key": "torn')  # a crash mid-line
     back = ProbeCache(tmp_path / "probes.jsonl")
     assert back.done["qk|S=16|seed=0|n=64"]["outcome"] == "fail" and len(back.done) == 1
+    # knobs: a directory without a fingerprint is adopted, then other knobs are refused
+    assert len(ProbeCache(tmp_path / "probes.jsonl", {"lr_grid": [0.01]}).done) == 1
+    assert len(ProbeCache(tmp_path / "probes.jsonl", {"lr_grid": [0.01]}).done) == 1
+    with pytest.raises(ConfigError, match="other knobs"):
+        ProbeCache(tmp_path / "probes.jsonl", {"lr_grid": [0.03]})
 
 
 # ---------------------------------------------------------------------------- verdicts

@@ -52,7 +52,7 @@ import torch
 
 from factlab.analysis.fits import growth_fit, loglog_slope
 from factlab.analysis.verdicts import Verdict, combine_seeds, decide, inconclusive
-from factlab.config import require
+from factlab.config import require, to_dict
 from factlab.experiments.base import Experiment, RunContext
 from factlab.experiments.ic_recall import ACC_TARGET, ORACLE_MIN, ICRecallConfig, setup_for
 from factlab.pipelines.ic_finetune import Protocol
@@ -62,6 +62,10 @@ from factlab.report.ic_recall import samples_figures
 LINEAR_SLOPE_MIN = 0.7
 POLYLOG_POWER_MAX = 2.0
 ARMS = ("qk", "ov", "sgd", "control")
+# knobs that choose which probes run but not what one probe measures: a resumed sweep may
+# change them (add sizes or seeds, refine the grid) and keep its finished probes
+SEARCH_ONLY = ("seeds", "sizes", "control_sizes", "arms", "d_sweep", "d_sweep_subjects",
+               "n_lo", "n_hi", "control_n_hi", "search_ratio", "device", "scale")
 JUDGED_ARM = "qk"
 # the rule's constants, for the figures that draw them
 SAMPLES_RULE = SimpleNamespace(
@@ -212,7 +216,8 @@ def samples_summary(rows: list[dict], probes: list[dict], seeds: tuple[int, ...]
 
 def run_samples(cfg: ICSamplesConfig, ctx: RunContext) -> Verdict:
     """Bracket N_min per (arm, S, seed); judge the growth laws."""
-    cache = ProbeCache(ctx.store.root / "probes.jsonl")
+    knobs = {k: v for k, v in to_dict(cfg).items() if k not in SEARCH_ONLY}
+    cache = ProbeCache(ctx.store.root / "probes.jsonl", knobs)
     probes: list[dict] = []
 
     def log(split: str, rec: dict) -> None:

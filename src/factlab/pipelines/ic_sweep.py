@@ -14,6 +14,7 @@ an estimate (the bracket's worst case) and shows the ETA.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import time
 from collections.abc import Callable
@@ -23,6 +24,7 @@ from typing import Any
 import torch
 
 from factlab.analysis.search import drive, grid_min_steps, typical_probes
+from factlab.config import ConfigError
 from factlab.models.ic_model import ICModelConfig
 from factlab.pipelines.ic_finetune import FineTuneResult, Protocol, probe_n
 from factlab.pipelines.ic_memories import Setup
@@ -47,11 +49,19 @@ class Arm:
 
 
 class ProbeCache:
-    """probes.jsonl of a run directory: finished probes by key, appended as they finish."""
+    """probes.jsonl of a run directory: finished probes by key, appended as they finish.
 
-    def __init__(self, path: Path):
+    With `knobs` (what a probe's outcome depends on), probes.config.json beside it records
+    their fingerprint, and a directory written under other knobs is refused in one line
+    rather than resumed: its probes would answer another question under the same keys. A
+    directory with probes but no fingerprint yet (written before it existed) is adopted.
+    """
+
+    def __init__(self, path: Path, knobs: dict[str, Any] | None = None):
         self.path = path
         self.done: dict[str, dict[str, Any]] = {}
+        if knobs is not None:
+            _check_fingerprint(path.with_name(path.stem + ".config.json"), knobs)
         if path.exists():
             for line in path.read_text().splitlines():
                 try:
@@ -65,6 +75,21 @@ class ProbeCache:
         self.done[rec["key"]] = rec
         with open(self.path, "a") as fh:
             fh.write(json.dumps(rec, sort_keys=True) + "\n")
+
+
+def _check_fingerprint(sidecar: Path, knobs: dict[str, Any]) -> None:
+    """Write `knobs`' fingerprint to `sidecar`, or refuse one that differs."""
+    blob = json.dumps(knobs, sort_keys=True, default=str)
+    mine = hashlib.sha256(blob.encode()).hexdigest()[:12]
+    if sidecar.exists():
+        theirs = json.loads(sidecar.read_text()).get("fingerprint")
+        if theirs != mine:
+            raise ConfigError(f"{sidecar.parent}: its probes were found under other knobs "
+                              f"(fingerprint {theirs}, these {mine}); resume with the same "
+                              "knobs or give a new --out")
+        return
+    sidecar.write_text(json.dumps({"fingerprint": mine, "knobs": json.loads(blob)},
+                                  indent=1, sort_keys=True))
 
 
 class _Bar:
