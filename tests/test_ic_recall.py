@@ -128,6 +128,8 @@ def test_sparse_memory_path_is_exact(gen):
     kb = make_ic_knowledge_base(task)
     W_E, W_U = embedding_tables(task.vocab, kb.n_outputs, 128, gen)
     mem = build_triplet_memory(W_E, W_U, kb, task, "b", 1 / 3, 1 / 3)
+    assert not mem.sparse  # S = 256 <= 8 x 64: all units are cheaper than the gather
+    mem.top, mem.sparse = 8, True  # expand 8 subjects per prompt
     u = 0.4 * W_E[:100] + 0.3 * W_E[task.vocab.answer(torch.arange(100) % 64)]
     u[:10] *= 5  # some rows force the dense fallback
     sparse = mem(u)

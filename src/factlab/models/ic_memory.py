@@ -87,13 +87,22 @@ def relation_keys(key: Literal["a", "b"], W_E: torch.Tensor, kb: KnowledgeBase,
     return member @ W_E[voc.answer(torch.arange(kb.n_outputs))]
 
 
+# The sparse path's gather of K subject rows per prompt costs more than all S units until S is
+# large: a training step at d = 512, R = 8, K = 64 took (sparse / dense) 48 / 17 ms at S = 128,
+# 55 / 23 at 512, 56 / 30 at 1024 and 45 / 70 at 2048 (one thread, the machine loaded). But
+# the dense path's [chunk, S R] hidden layer makes the test enumeration slow: with dense at
+# S = 1024, d = 256, the ic-recall-samples quick run took 575 s against 405 s. Hence 8 x K:
+# dense up to S = 512, sparse from S = 1024
+SPARSE_FROM = 8
+
+
 class TripletMemory(FrozenMemory):
     """M1: one ReLU unit per (s, r) with key phi(s) + kappa_r, threshold tau, value lam psi(a*).
 
-    d_mlp = S R; unit (s, r) has flat index s R + r in the hooks. Without hooks attached, only
-    the `top_subjects` subjects with the largest <phi(s), u> are expanded; the result is exact
-    (checked per call, else the dense path runs) because every other unit has a negative
-    pre-activation. `learn_values=True` replaces the stored values by a trainable table
+    d_mlp = S R; unit (s, r) has flat index s R + r in the hooks. Without hooks attached and
+    with S > SPARSE_FROM * top_subjects, only the `top_subjects` subjects with the largest
+    <phi(s), u> are expanded; the result is exact (checked per call, else the dense path runs)
+    because every other unit has a negative pre-activation. `learn_values=True` replaces the stored values by a trainable table
     V [S R, R D] (zero init) read out through psi: the control that must learn the facts.
     """
 
@@ -104,6 +113,7 @@ class TripletMemory(FrozenMemory):
         S, R = kb.n_subjects, kb.n_relations
         self.d_mlp, self.tau, self.lam = S * R, float(tau), float(lam)
         self.n_rel, self.top = R, min(S, top_subjects)
+        self.sparse = S > SPARSE_FROM * self.top
         self.register_buffer("phi_s", subject_emb.clone())  # [S, d]
         self.register_buffer("kappa", keys.clone())  # [R, d]
         self.register_buffer("unit_answer", kb.answers.reshape(-1).clone())  # [S R]
@@ -119,7 +129,7 @@ class TripletMemory(FrozenMemory):
         lead = u.shape[:-1]
         u2 = u.reshape(-1, u.shape[-1])  # [B, d]
         c = u2 @ self.kappa.T  # [B, R]  <kappa_r, u>
-        if self.top < self.phi_s.shape[0] and not self._hooked():
+        if self.sparse and not self._hooked():
             with torch.no_grad():  # pick the subjects first; gradients flow through those only
                 top = (u2 @ self.phi_s.T).topk(self.top + 1, dim=1)
             idx = top.indices[:, :-1]
