@@ -102,8 +102,9 @@ class TripletMemory(FrozenMemory):
     d_mlp = S R; unit (s, r) has flat index s R + r in the hooks. Without hooks attached and
     with S > SPARSE_FROM * top_subjects, only the `top_subjects` subjects with the largest
     <phi(s), u> are expanded; the result is exact (checked per call, else the dense path runs)
-    because every other unit has a negative pre-activation. `learn_values=True` replaces the stored values by a trainable table
-    V [S R, R D] (zero init) read out through psi: the control that must learn the facts.
+    because every other unit has a negative pre-activation. `learn_values=True` replaces the
+    stored values by a trainable table V [S R, R D] (zero init) read out through psi: the
+    control that must learn the facts.
     """
 
     def __init__(self, subject_emb: torch.Tensor, keys: torch.Tensor, kb: KnowledgeBase,
@@ -113,7 +114,7 @@ class TripletMemory(FrozenMemory):
         S, R = kb.n_subjects, kb.n_relations
         self.d_mlp, self.tau, self.lam = S * R, float(tau), float(lam)
         self.n_rel, self.top = R, min(S, top_subjects)
-        self.sparse = S > SPARSE_FROM * self.top
+        self.sparse = SPARSE_FROM * self.top < S
         self.register_buffer("phi_s", subject_emb.clone())  # [S, d]
         self.register_buffer("kappa", keys.clone())  # [R, d]
         self.register_buffer("unit_answer", kb.answers.reshape(-1).clone())  # [S R]
