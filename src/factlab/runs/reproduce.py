@@ -54,8 +54,8 @@ EXPECTED_S = {"bios": 1009, "capacity-mlp": 584, "induction-standard": 383,
               "induction-head": 96, "induction-depth": 89, "extraction-question": 73,
               "extraction-repeats": 70, "recall-sequential": 44, "extraction": 41,
               "ic-recall": 38, "extraction-acquisition": 32,
-              "ic-recall-m2": 201, "ic-recall-context": 714,
-              "ic-recall-init": 62}  # measured alone, after the timed reproduce
+              "ic-recall-m2": 201, "ic-recall-context": 409,
+              "ic-recall-init": 51}  # measured alone, after the timed reproduce
 
 
 def select(only: Sequence[str] | None = None) -> list[str]:
