@@ -129,6 +129,13 @@ def pattern_seed_record(res: FineTuneResult, seed: int, k: int) -> dict[str, Any
                                        "null_alpha_q", "null_acc")}}
 
 
+def pattern_limits(rec: dict[str, Any]) -> tuple[float, float]:
+    """(asym, spread) limits of one record: halfway from its null's value to the rivals'."""
+    rival = rival_statistics(rec["k"])
+    return ((rec["null_asym"] + rival["asym"]) / 2,
+            (rec["null_spread"] + rival["spread"]) / 2)
+
+
 def pattern_verdict(rec: dict[str, Any], prereq: tuple[bool, str]) -> Verdict:
     """The module docstring's rule on one record (a seed, or the pooled seed mean)."""
     ok, why = prereq
@@ -142,9 +149,7 @@ def pattern_verdict(rec: dict[str, Any], prereq: tuple[bool, str]) -> Verdict:
     n_all = rec["n_seen"] + rec["n_heldout"]
     lo_all, hi_all = wilson_interval(rec["hits_seen"] + rec["hits_heldout"], n_all)
     lo_h, hi_h = wilson_interval(rec["hits_heldout"], rec["n_heldout"])
-    rival = rival_statistics(rec["k"])
-    lim_a = (rec["null_asym"] + rival["asym"]) / 2
-    lim_s = (rec["null_spread"] + rival["spread"]) / 2
+    lim_a, lim_s = pattern_limits(rec)
     pairwise = rec["asym"] <= lim_a and rec["spread"] <= lim_s
     evidence = (f"acc all {(rec['hits_seen'] + rec['hits_heldout']) / n_all:.4f} "
                 f"[{lo_all:.4f}, {hi_all:.4f}], held-out {rec['hits_heldout'] / rec['n_heldout']:.4f}"
@@ -301,4 +306,5 @@ IC_RECALL_PRETRAINED = Experiment(
 )
 
 __all__ = ["IC_RECALL", "IC_RECALL_PRETRAINED", "ICRecallConfig", "pattern_verdict",
-           "pattern_summary", "pool_seeds", "setup_for", "run_pattern", "measure_pattern"]
+           "pattern_limits", "pattern_summary", "pool_seeds", "setup_for", "run_pattern",
+           "measure_pattern"]

@@ -29,8 +29,13 @@ import numpy as np
 
 from factlab.analysis.verdicts import Verdict, decide, inconclusive, spread
 from factlab.experiments.base import Experiment, RunContext
-from factlab.experiments.ic_recall import IC_RECALL, ICRecallConfig, measure_pattern, pool_seeds
-from factlab.probes.ic_recall import rival_statistics
+from factlab.experiments.ic_recall import (
+    IC_RECALL,
+    ICRecallConfig,
+    measure_pattern,
+    pattern_limits,
+    pool_seeds,
+)
 from factlab.report.ic_recall import init_figures
 
 MARGIN = 0.1
@@ -39,9 +44,8 @@ STATS = ("alpha_q", "asym", "spread")
 
 def _pairwise(rec: dict[str, Any]) -> bool:
     """The pattern claim's reading of one record: both statistics under their limits."""
-    rival = rival_statistics(rec["k"])
-    return (rec["asym"] <= (rec["null_asym"] + rival["asym"]) / 2
-            and rec["spread"] <= (rec["null_spread"] + rival["spread"]) / 2)
+    lim_a, lim_s = pattern_limits(rec)
+    return rec["asym"] <= lim_a and rec["spread"] <= lim_s
 
 
 def init_verdict(zero: list[dict[str, Any]], small: list[dict[str, Any]]) -> Verdict:

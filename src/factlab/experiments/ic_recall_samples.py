@@ -6,8 +6,8 @@ held-out subjects' accuracy is logged beside each probe but not judged: with S <
 small sizes W_QK cannot transfer to subjects it never saw (docs/ic_recall.md), and E1/E3 ask
 the held-out question at S > d. Each
 probe trains to convergence on validation (patience on the validation loss, budget
-max(epochs, min_steps)), the lr chosen on validation; each size is bracketed on its own in
-[n_lo, n_hi] (`pipelines.ic_sweep`). Arms (knob `arms`), all in the figure:
+max(epochs, min_steps)), the lr chosen on validation; each size is searched on its own over
+the grid n_lo * search_ratio^j up to n_hi (`pipelines.ic_sweep`). Arms (knob `arms`), all in the figure:
 
 * ``qk`` (a): the constructed memory M1 with key (b), a full d x d W_QK, Adam. THE CLAIM IS
   JUDGED ON THIS ARM: it is the paper's setting as we reconstruct it (frozen memory,
@@ -80,7 +80,7 @@ class ICSamplesConfig(ICRecallConfig):
     protocol: Protocol = dataclasses.field(default_factory=lambda: Protocol(monitor="acc"))
     sizes: tuple[int, ...] = (64, 256, 1024, 4096)  # S values of the memory arms
     control_sizes: tuple[int, ...] = (16, 32, 64, 128)  # S values of the control
-    n_lo: int = 64  # the N bracket of every size
+    n_lo: int = 64  # the N range searched at every size
     n_hi: int = 1 << 16
     control_n_hi: int = 1 << 14
     search_ratio: float = 1.5  # the ratio of the geometric N grid searched
@@ -215,7 +215,7 @@ def samples_summary(rows: list[dict], probes: list[dict], seeds: tuple[int, ...]
 
 
 def run_samples(cfg: ICSamplesConfig, ctx: RunContext) -> Verdict:
-    """Bracket N_min per (arm, S, seed); judge the growth laws."""
+    """Search N_min per (arm, S, seed); judge the growth laws."""
     knobs = {k: v for k, v in to_dict(cfg).items() if k not in SEARCH_ONLY}
     cache = ProbeCache(ctx.store.root / "probes.jsonl", knobs)
     probes: list[dict] = []

@@ -8,13 +8,12 @@ stay independent.
 Resumable: every finished probe is appended to `probes.jsonl` in the run directory (which
 `RunStore.start` does not truncate) and read back on a rerun of the same config, so an
 interrupted `scale=paper` sweep restarts where it stopped. A progress bar counts probes against
-an estimate (the bracket's worst case) and shows the ETA.
+an estimate (a search whose guess is within one stride, `typical_probes`) and shows the ETA.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import time
 from collections.abc import Callable
@@ -29,6 +28,7 @@ from factlab.models.ic_model import ICModelConfig
 from factlab.pipelines.ic_finetune import FineTuneResult, Protocol, probe_n
 from factlab.pipelines.ic_memories import Setup
 from factlab.runtime import progress_enabled
+from factlab.store.run_dir import run_id
 from factlab.train.loop import TrainConfig
 
 
@@ -79,8 +79,7 @@ class ProbeCache:
 
 def _check_fingerprint(sidecar: Path, knobs: dict[str, Any]) -> None:
     """Write `knobs`' fingerprint to `sidecar`, or refuse one that differs."""
-    blob = json.dumps(knobs, sort_keys=True, default=str)
-    mine = hashlib.sha256(blob.encode()).hexdigest()[:12]
+    mine = run_id(knobs)
     if sidecar.exists():
         theirs = json.loads(sidecar.read_text()).get("fingerprint")
         if theirs != mine:
@@ -88,8 +87,8 @@ def _check_fingerprint(sidecar: Path, knobs: dict[str, Any]) -> None:
                               f"(fingerprint {theirs}, these {mine}); resume with the same "
                               "knobs or give a new --out")
         return
-    sidecar.write_text(json.dumps({"fingerprint": mine, "knobs": json.loads(blob)},
-                                  indent=1, sort_keys=True))
+    sidecar.write_text(json.dumps({"fingerprint": mine, "knobs": knobs}, indent=1,
+                                  sort_keys=True))
 
 
 class _Bar:

@@ -5,6 +5,8 @@
   query's attention over 4 prompts at 0/10/50/100% of training.
 * `context_figures`: accuracy over all triplets and on held-out subjects against the context
   size k, per seed and pooled with its 95% Wilson interval.
+* `init_figures`: each pattern statistic per seed from zero and from small initialisation,
+  with the null's value beside.
 * `samples_figures`: N_min against the number of triplets per arm (seed mean with [min, max]
   band; sizes whose search did not decide are marked), and against ln(SR) on log-log axes.
 """
